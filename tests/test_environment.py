@@ -3,7 +3,6 @@
 import random
 import socket
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -90,28 +89,31 @@ def test_default_weights_cached_sees_a_file_in_the_hub_cache(tmp_path):
     assert environment.default_weights_cached()
 
 
-def test_hub_probe_gives_up_within_its_timeout():
-    # A listening socket that never accepts: connect() succeeds at once on loopback, so instead point at a
-    # host name that cannot resolve and at a port nobody listens on, and time both.
-    start = time.monotonic()
+def test_hub_probe_false_for_unresolvable_host_and_closed_port():
     assert hub_reachable(host="host.invalid", timeout=1.0) is False
     assert hub_reachable(host="127.0.0.1", port=9, timeout=1.0) is False
-    assert time.monotonic() - start < 2.5
 
 
-def test_hub_probe_bounded_even_if_dns_hangs(monkeypatch):
+def test_hub_probe_returns_while_a_hanging_lookup_is_still_stuck(monkeypatch):
+    """The probe must not wait for a stuck DNS lookup or connect: it returns False while the call hangs.
+
+    (Checked by state, not by a stopwatch: the hanging call is still blocked when the probe returns.
+    benchmarks/bench_setup.py measures the seconds.)
+    """
     release = threading.Event()
+    entered = threading.Event()
 
     def hanging_connect(*args, **kwargs):
-        release.wait(10)
+        entered.set()
+        release.wait(30)
         raise OSError("gave up")
 
     monkeypatch.setattr(socket, "create_connection", hanging_connect)
-    start = time.monotonic()
-    assert hub_reachable(timeout=0.5) is False
-    elapsed = time.monotonic() - start
-    release.set()
-    assert elapsed < 1.5
+    try:
+        assert hub_reachable(timeout=0.2) is False
+        assert entered.is_set() and not release.is_set()  # returned while the connect still hung
+    finally:
+        release.set()
 
 
 def test_hub_probe_true_for_a_listening_port():
