@@ -26,7 +26,9 @@ OPEN_CLIP = (
 
 def timed(code: str, env: dict, timeout: float = 300.0) -> tuple[float, str]:
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout
+    )
     return time.perf_counter() - start, (out.stdout.strip().splitlines() or ["?"])[-1]
 
 

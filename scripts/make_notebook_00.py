@@ -125,12 +125,15 @@ tiny CLIP trained in lesson 01 is the model that classifies in 02, searches in 0
 generator in 04.
 """
     ),
-    code(f"COURSE_MAP = {[name for name, _, _ in LESSONS]!r}\n" + """
+    code(
+        f"COURSE_MAP = {[name for name, _, _ in LESSONS]!r}\n"
+        + """
 lesson_files = sorted(p.name for p in Path(".").glob("[0-9][0-9]_*.ipynb"))
 print("\\n".join(lesson_files))
 for name in COURSE_MAP:
     assert name in lesson_files, f"the course map links {name}, which is missing"
-"""),
+"""
+    ),
     md("""
 ## Summary
 

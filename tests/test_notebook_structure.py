@@ -52,7 +52,9 @@ def test_first_cell_has_title_and_own_badges(notebook):
     )
     assert badge_markdown(rel) in text, f"{notebook.name}: badges must point at {rel}"
     # No badge may point at another notebook (a renamed or copied notebook keeps a stale badge otherwise).
-    for url in re.findall(r"\]\((https://(?:colab\.research\.google\.com/github|mybinder\.org/v2)[^)]+)\)", text):
+    for url in re.findall(
+        r"\]\((https://(?:colab\.research\.google\.com/github|mybinder\.org/v2)[^)]+)\)", text
+    ):
         assert url in (colab_url(rel), binder_url(rel)), f"{notebook.name}: stale badge {url}"
 
 

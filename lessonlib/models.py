@@ -1,0 +1,312 @@
+"""The tiny CLIP: open_clip's own ``CLIP`` class, made small enough to train on a laptop CPU.
+
+Introduced in lesson 01_clip_concepts.
+
+The tiny model and the pretrained ViT-B-32 are both ``open_clip.model.CLIP`` instances, so every lesson
+calls the same ``model.encode_image(x, normalize=True)`` and ``model.encode_text(t, normalize=True)``.
+What differs is only the config (``TinyCLIPConfig``) and the tokenizer (a word-level one, see
+``lessonlib.tokenizer``).
+
+The shipped weights live in ``lessonlib/weights/tiny_clip.safetensors`` with the config beside them in
+``tiny_clip.json``; ``python -m lessonlib.train_tiny_clip`` reproduces them.
+
+Example:
+    >>> model, preprocess, tokenizer = load_tiny_clip()
+    >>> model.encode_text(tokenizer(["a red circle"]), normalize=True).shape[-1] == model.text_projection.shape[-1]
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from lessonlib.tokenizer import DEFAULT_WORDS, EOT_ID, PAD_ID, WordTokenizer
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+TINY_CLIP_WEIGHTS = WEIGHTS_DIR / "tiny_clip.safetensors"
+TINY_CLIP_CONFIG = WEIGHTS_DIR / "tiny_clip.json"
+REPRODUCE_COMMAND = "python -m lessonlib.train_tiny_clip"
+
+
+@dataclass
+class TinyCLIPConfig:
+    """Everything that fixes the tiny CLIP's architecture, its tokenizer and its preprocessing.
+
+    Introduced in lesson 01_clip_concepts.
+
+    Vision tower: a tuple ``vision_layers`` builds open_clip's ``ModifiedResNet`` (the CNN of OpenAI's
+    RN50, here with ``vision_width`` stem channels and blocks per stage as given); an int builds its
+    ``VisionTransformer`` with that many layers and ``vision_patch_size`` patches.
+    Text tower: open_clip's causal ``TextTransformer`` over the word-level vocabulary ``words``, pooled
+    at the ``<eot>`` token (``pool_type="eos"``).
+
+    Example:
+        >>> TinyCLIPConfig(embed_dim=32).embed_dim
+        32
+    """
+
+    embed_dim: int = 64
+    image_size: int = 32
+    vision_layers: tuple[int, int, int, int] | int = (1, 1, 1, 1)
+    vision_width: int = 8
+    vision_head_width: int = 32
+    vision_patch_size: int = 4
+    text_width: int = 64
+    text_layers: int = 2
+    text_heads: int = 4
+    context_length: int = 32
+    words: tuple[str, ...] = field(default_factory=lambda: tuple(DEFAULT_WORDS))
+    init_temperature: float = 0.07
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.vision_layers, list):
+            self.vision_layers = tuple(self.vision_layers)
+        self.words = tuple(self.words)
+        self.mean, self.std = tuple(self.mean), tuple(self.std)
+        for name in (
+            "embed_dim",
+            "image_size",
+            "vision_width",
+            "text_width",
+            "text_layers",
+            "text_heads",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.vision_layers, tuple):
+            if len(self.vision_layers) != 4 or not all(
+                isinstance(n, int) and n >= 1 for n in self.vision_layers
+            ):
+                raise ValueError(
+                    f"vision_layers {self.vision_layers!r}: give 4 positive block counts for the ResNet "
+                    "(e.g. (1, 1, 1, 1)) or one int for a ViT"
+                )
+            if (self.vision_width * 32) % self.vision_head_width:
+                raise ValueError(
+                    f"vision_width*32={self.vision_width * 32} is not divisible by vision_head_width="
+                    f"{self.vision_head_width}: pick a head width that divides it"
+                )
+        elif isinstance(self.vision_layers, int) and self.vision_layers >= 1:
+            if self.image_size % self.vision_patch_size:
+                raise ValueError(
+                    f"image_size={self.image_size} is not divisible by vision_patch_size="
+                    f"{self.vision_patch_size}: pick a patch size that divides it"
+                )
+            if self.vision_width % self.vision_head_width:
+                raise ValueError(
+                    f"vision_width={self.vision_width} is not divisible by vision_head_width="
+                    f"{self.vision_head_width}"
+                )
+        else:
+            raise ValueError(
+                f"vision_layers {self.vision_layers!r}: give 4 block counts (ResNet) or one int (ViT layers)"
+            )
+        if self.text_width % self.text_heads:
+            raise ValueError(
+                f"text_width={self.text_width} is not divisible by text_heads={self.text_heads}"
+            )
+        if not 0 < self.init_temperature < 1:
+            raise ValueError(f"init_temperature must be in (0, 1), got {self.init_temperature!r}")
+
+    @property
+    def vision_tower(self) -> str:
+        """``"resnet"`` or ``"vit"``."""
+        return "resnet" if isinstance(self.vision_layers, tuple) else "vit"
+
+    def vision_cfg(self):
+        """The ``open_clip.model.CLIPVisionCfg`` of this config."""
+        from open_clip.model import CLIPVisionCfg
+
+        return CLIPVisionCfg(
+            layers=self.vision_layers,
+            width=self.vision_width,
+            head_width=self.vision_head_width,
+            patch_size=self.vision_patch_size,
+            image_size=self.image_size,
+        )
+
+    def text_cfg(self):
+        """The ``open_clip.model.CLIPTextCfg`` of this config (eos pooling for the word tokenizer)."""
+        from open_clip.model import CLIPTextCfg
+
+        return CLIPTextCfg(
+            context_length=self.context_length,
+            vocab_size=4 + len(self.words),
+            width=self.text_width,
+            heads=self.text_heads,
+            layers=self.text_layers,
+            pad_id=PAD_ID,
+            eos_id=EOT_ID,
+            pool_type="eos",
+        )
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict; ``TinyCLIPConfig.from_dict(d)`` rebuilds it."""
+        d = asdict(self)
+        d["vision_layers"] = (
+            list(self.vision_layers) if self.vision_tower == "resnet" else self.vision_layers
+        )
+        d["words"], d["mean"], d["std"] = list(self.words), list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TinyCLIPConfig:
+        """Rebuild a config from ``to_dict()`` output; unknown keys are an error that names them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown TinyCLIPConfig keys {unknown}: valid keys are {', '.join(sorted(known))}"
+            )
+        return cls(**d)
+
+
+def build_tiny_clip(cfg: TinyCLIPConfig | None = None):
+    """A randomly initialised tiny CLIP (an ``open_clip.model.CLIP``) for ``cfg``.
+
+    Introduced in lesson 01_clip_concepts.
+
+    Example:
+        >>> model = build_tiny_clip(TinyCLIPConfig())
+        >>> type(model).__name__
+        'CLIP'
+    """
+    from open_clip.model import CLIP
+
+    cfg = TinyCLIPConfig() if cfg is None else cfg
+    if not isinstance(cfg, TinyCLIPConfig):
+        raise TypeError(f"cfg must be a TinyCLIPConfig, got {type(cfg).__name__}")
+    return CLIP(
+        embed_dim=cfg.embed_dim,
+        vision_cfg=cfg.vision_cfg(),
+        text_cfg=cfg.text_cfg(),
+        init_logit_scale=math.log(1.0 / cfg.init_temperature),
+    )
+
+
+def make_tokenizer(cfg: TinyCLIPConfig) -> WordTokenizer:
+    """The word-level tokenizer that matches ``cfg`` (same vocabulary and context length)."""
+    return WordTokenizer(words=cfg.words, context_length=cfg.context_length)
+
+
+def make_preprocess(cfg: TinyCLIPConfig) -> Callable:
+    """PIL image (any size or mode) -> normalised float tensor (3, image_size, image_size).
+
+    It is open_clip's own inference transform (convert to RGB, resize the short side, centre crop,
+    normalise), with the tiny model's size and statistics.
+    """
+    from open_clip.transform import image_transform
+
+    return image_transform(cfg.image_size, is_train=False, mean=cfg.mean, std=cfg.std)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of parameters of a model."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def save_tiny_clip(
+    model: torch.nn.Module,
+    cfg: TinyCLIPConfig,
+    path: str | Path = TINY_CLIP_WEIGHTS,
+    half: bool = True,
+    metadata: dict | None = None,
+) -> Path:
+    """Save weights as safetensors (fp16 by default) and the config as JSON beside them (``.json``).
+
+    Introduced in lesson 01_clip_concepts.
+
+    Example:
+        >>> import tempfile
+        >>> p = save_tiny_clip(build_tiny_clip(), TinyCLIPConfig(), tempfile.mkdtemp() + "/m.safetensors")
+        >>> p.with_suffix(".json").exists()
+        True
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu()
+        if half and tensor.is_floating_point():
+            tensor = tensor.half()
+        state[name] = tensor.contiguous()
+    save_file(state, str(path), metadata={"format": "pt", "lessonlib": "tiny_clip"})
+    info = {"config": cfg.to_dict(), "dtype": "float16" if half else "float32", **(metadata or {})}
+    path.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
+    return path
+
+
+def load_tiny_clip(path: str | Path | None = None, device: str = "cpu"):
+    """Load the shipped tiny CLIP (or another saved one): ``(model, preprocess, tokenizer)``.
+
+    Introduced in lesson 01_clip_concepts.
+
+    The model is in eval mode, in float32 (weights stored as fp16 are cast back), on ``device``.
+    Same return shape as ``open_clip.create_model_and_transforms`` + ``get_tokenizer``.
+
+    Example:
+        >>> model, preprocess, tokenizer = load_tiny_clip()
+        >>> tokenizer(["a red circle"]).shape[-1] == tokenizer.context_length
+        True
+    """
+    from safetensors.torch import load_file
+
+    path = TINY_CLIP_WEIGHTS if path is None else Path(path)
+    config_path = path.with_suffix(".json")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"tiny CLIP weights not found at '{path}': reinstall lessonlib or run `{REPRODUCE_COMMAND}`"
+        )
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"tiny CLIP config not found at '{config_path}' (it sits beside the weights, same name, "
+            f".json): save models with lessonlib.models.save_tiny_clip"
+        )
+    info = json.loads(config_path.read_text())
+    if "config" not in info:
+        raise ValueError(
+            f"'{config_path}' has no 'config' entry: it was not written by save_tiny_clip"
+        )
+    cfg = TinyCLIPConfig.from_dict(info["config"])
+    model = build_tiny_clip(cfg)
+    state = load_file(str(path))  # safetensors: tensors only, no code runs
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"weights in '{path}' do not match the config in '{config_path}': missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise ValueError(
+                f"weight '{name}' in '{path}' has shape {tuple(tensor.shape)}, the config needs "
+                f"{tuple(expected[name].shape)}"
+            )
+        state[name] = tensor.to(expected[name].dtype)
+    model.load_state_dict(state)
+    model.to(device).eval()
+    return model, make_preprocess(cfg), make_tokenizer(cfg)
+
+
+def load_tiny_clip_config(path: str | Path | None = None) -> dict:
+    """The JSON saved beside a tiny CLIP's weights (config, training command, measured accuracy)."""
+    path = TINY_CLIP_WEIGHTS if path is None else Path(path)
+    config_path = path.with_suffix(".json")
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"tiny CLIP config not found at '{config_path}': run `{REPRODUCE_COMMAND}`"
+        )
+    return json.loads(config_path.read_text())

@@ -1,0 +1,235 @@
+"""Figures that several lessons share: similarity heat-map, image gallery, top-k bars, confusion matrix.
+
+Introduced in lesson 02_zero_shot_classification.
+
+Every function takes plain inputs (lists of images, NumPy arrays or tensors, lists of strings), draws
+with matplotlib, gives every figure a title and axis labels, and returns the matplotlib object it drew on
+so a lesson can add to it. Images may be PIL images, paths, HxWx3 arrays or CxHxW tensors in [0, 1]
+(anything ``lessonlib.images.load_image`` reads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _as_array(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=float)
+
+
+def _as_image(x):
+    from lessonlib.images import load_image
+
+    return load_image(x)
+
+
+def _check_images(images, what: str = "images") -> list:
+    images = list(images)
+    if not images:
+        raise ValueError(f"{what} is empty: give at least one image")
+    return [_as_image(im) for im in images]
+
+
+def plot_similarity(sim, images, captions: Sequence[str], ax=None, title: str | None = None):
+    """Cosine similarity of captions (rows) and images (columns) as a heat-map, images drawn below.
+
+    Introduced in lesson 02_zero_shot_classification. The layout follows OpenAI's "Interacting with
+    CLIP" notebook: each cell shows its value, so the best caption of an image is easy to spot.
+
+    ``sim`` is ``[len(captions), len(images)]`` (text features @ image features.T).
+
+    Example:
+        >>> ax = plot_similarity(text_f @ image_f.T, images, captions)  # doctest: +SKIP
+    """
+    plt = _plt()
+    sim = _as_array(sim)
+    images = _check_images(images)
+    captions = list(captions)
+    if sim.ndim != 2 or sim.shape != (len(captions), len(images)):
+        raise ValueError(
+            f"similarity has shape {sim.shape}, but there are {len(captions)} captions and "
+            f"{len(images)} images: give sim as [captions, images] (text @ image.T)"
+        )
+    if ax is None:
+        width = max(6.0, 1.2 * len(images) + 3.0)
+        _, ax = plt.subplots(figsize=(width, 0.55 * len(captions) + 2.5))
+    n_img, n_cap = len(images), len(captions)
+    im = ax.imshow(sim, vmin=float(sim.min()), vmax=float(sim.max()), cmap="viridis", aspect="auto")
+    ax.set_yticks(range(n_cap), captions)
+    ax.set_xticks([])
+    for i, img in enumerate(images):  # thumbnails in the band below the matrix
+        ax.imshow(img, extent=(i - 0.5, i + 0.5, n_cap + 0.9, n_cap - 0.1), origin="upper")
+    middle = (sim.max() + sim.min()) / 2
+    for y in range(n_cap):
+        for x in range(n_img):
+            colour = "black" if sim[y, x] > middle else "white"
+            ax.text(x, y, f"{sim[y, x]:.2f}", ha="center", va="center", fontsize=8, color=colour)
+    ax.set_xlim(-0.5, n_img - 0.5)
+    ax.set_ylim(n_cap + 0.9, -0.5)
+    ax.set_xlabel("images")
+    ax.set_ylabel("captions")
+    ax.set_title(title or "Cosine similarity between text and image features")
+    ax.figure.colorbar(im, ax=ax, fraction=0.03, pad=0.02, label="cosine similarity")
+    for side in ("left", "top", "right", "bottom"):
+        ax.spines[side].set_visible(False)
+    return ax
+
+
+def show_gallery(
+    images,
+    titles: Sequence[str] | None = None,
+    ncols: int = 4,
+    size: float = 2.2,
+    suptitle: str | None = None,
+):
+    """Images in a grid with optional titles; returns the figure.
+
+    Introduced in lesson 02_zero_shot_classification.
+
+    Example:
+        >>> fig = show_gallery([ds.pil(i) for i in range(8)], [ds.captions[i] for i in range(8)])  # doctest: +SKIP
+    """
+    plt = _plt()
+    images = _check_images(images)
+    if titles is not None:
+        titles = list(titles)
+        if len(titles) != len(images):
+            raise ValueError(
+                f"{len(titles)} titles for {len(images)} images: give one title per image"
+            )
+    if not isinstance(ncols, int) or ncols < 1:
+        raise ValueError(f"ncols must be a positive integer, got {ncols!r}")
+    ncols = min(ncols, len(images))
+    nrows = -(-len(images) // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(size * ncols, size * nrows + 0.4), squeeze=False
+    )
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < len(images):
+            ax.imshow(images[k])
+            if titles is not None:
+                ax.set_title(titles[k], fontsize=9)
+    fig.suptitle(suptitle or f"{len(images)} images")
+    fig.tight_layout()
+    return fig
+
+
+def plot_topk_bars(
+    images,
+    probs,
+    class_names: Sequence[str],
+    k: int = 5,
+    true_labels: Sequence[str] | None = None,
+    ncols: int = 2,
+    title: str | None = None,
+):
+    """Per image: the picture, and beside it the ``k`` most probable labels as horizontal bars.
+
+    Introduced in lesson 02_zero_shot_classification (the figure of OpenAI's CLIP notebook). A bar is
+    green when its label is the image's true label (``true_labels``), else blue.
+
+    Example:
+        >>> fig = plot_topk_bars(images, probs, ["cat", "dog", "person"], k=3)  # doctest: +SKIP
+    """
+    plt = _plt()
+    images = _check_images(images)
+    probs = _as_array(probs)
+    class_names = list(class_names)
+    if probs.shape != (len(images), len(class_names)):
+        raise ValueError(
+            f"probs has shape {probs.shape}, expected ({len(images)}, {len(class_names)}) = "
+            "(images, class names)"
+        )
+    if true_labels is not None and len(true_labels) != len(images):
+        raise ValueError(
+            f"{len(true_labels)} true labels for {len(images)} images: give one per image"
+        )
+    k = max(1, min(int(k), len(class_names)))
+    ncols = max(1, min(ncols, len(images)))
+    nrows = -(-len(images) // ncols)
+    fig, axes = plt.subplots(
+        nrows, 2 * ncols, figsize=(6.2 * ncols, 1.9 * nrows + 0.5), squeeze=False,
+        gridspec_kw={"width_ratios": [1, 1.6] * ncols},
+    )  # fmt: skip
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, img in enumerate(images):
+        r, c = divmod(i, ncols)
+        ax_img, ax_bar = axes[r, 2 * c], axes[r, 2 * c + 1]
+        ax_img.imshow(img)
+        if true_labels is not None:
+            ax_img.set_title(f"true: {true_labels[i]}", fontsize=9)
+        order = np.argsort(-probs[i])[:k]
+        labels = [class_names[j] for j in order]
+        colours = [
+            "tab:green" if true_labels is not None and lab == true_labels[i] else "tab:blue"
+            for lab in labels
+        ]
+        ax_bar.axis("on")
+        y = np.arange(k)
+        ax_bar.barh(y, probs[i, order], color=colours)
+        ax_bar.set_yticks(y, labels, fontsize=9)
+        ax_bar.invert_yaxis()
+        ax_bar.set_xlim(0, 1)
+        ax_bar.set_xlabel("probability")
+        for s in ("top", "right"):
+            ax_bar.spines[s].set_visible(False)
+    fig.suptitle(title or f"Top-{k} zero-shot predictions")
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(
+    cm,
+    class_names: Sequence[str],
+    ax=None,
+    normalize: bool = True,
+    title: str | None = None,
+    annotate: bool | None = None,
+):
+    """Confusion matrix (rows: true class, columns: predicted class) as a heat-map.
+
+    Introduced in lesson 02_zero_shot_classification. With ``normalize`` each row shows the share of
+    that class's images given each prediction, so the diagonal is per-class accuracy.
+
+    Example:
+        >>> ax = plot_confusion(confusion_matrix(y, pred, 24), class_names())  # doctest: +SKIP
+    """
+    plt = _plt()
+    cm = _as_array(cm)
+    class_names = list(class_names)
+    n = len(class_names)
+    if cm.shape != (n, n):
+        raise ValueError(f"confusion matrix has shape {cm.shape}, but there are {n} class names")
+    values = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
+    if ax is None:
+        side = max(4.5, 0.32 * n + 2.5)
+        _, ax = plt.subplots(figsize=(side + 1, side))
+    im = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    ax.set_xticks(range(n), class_names, rotation=90, fontsize=8)
+    ax.set_yticks(range(n), class_names, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(
+        title
+        or ("Confusion matrix (share of each true class)" if normalize else "Confusion matrix")
+    )
+    if annotate if annotate is not None else n <= 12:
+        for y in range(n):
+            for x in range(n):
+                text = f"{values[y, x]:.2f}" if normalize else f"{int(values[y, x])}"
+                colour = "white" if values[y, x] > 0.6 * values.max() else "black"
+                ax.text(x, y, text, ha="center", va="center", fontsize=7, color=colour)
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share" if normalize else "count")
+    return ax

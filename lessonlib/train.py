@@ -1,0 +1,459 @@
+"""Training a CLIP with the contrastive loss: one readable loop, a progress bar, live plots.
+
+Introduced in lesson 01_clip_concepts.
+
+``train_clip`` is the loop of the CLIP paper: embed a batch of images and their captions, compare every
+image with every caption (``lessonlib.loss.clip_loss``), step the optimiser. ``LivePlot`` redraws the loss
+curve and the similarity matrix of a fixed probe batch while it trains (in Jupyter; headless runs skip
+the drawing). ``zero_shot_accuracy`` scores a model on fresh Shapes World images with the prompt
+``"a {colour} {shape}"`` over all colour x shape classes.
+
+Example:
+    >>> from lessonlib.data import ShapesWorld
+    >>> from lessonlib.models import TinyCLIPConfig, build_tiny_clip, make_tokenizer
+    >>> cfg = TinyCLIPConfig()
+    >>> model, tok = build_tiny_clip(cfg), make_tokenizer(cfg)
+    >>> history = train_clip(model, tok, ShapesWorld(64), steps=2, batch_size=32, mean=cfg.mean,
+    ...                      std=cfg.std, progress=False)
+    >>> len(history.loss)
+    2
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from lessonlib.loss import clip_loss, diagonal_accuracy, similarity_matrix
+
+MAX_LOGIT_SCALE = math.log(100.0)  # as open_clip: temperature never below 0.01
+
+
+@dataclass
+class TrainHistory:
+    """What ``train_clip`` measured: loss and temperature per step, wall and CPU time in seconds.
+
+    ``cpu_seconds`` is the CPU time of this process (all its threads); on a busy machine it says what the
+    run would take on idle cores better than the wall time does.
+    """
+
+    loss: list[float] = field(default_factory=list)
+    temperature: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    steps: int = 0
+    images_seen: int = 0
+
+    def smoothed_loss(self, window: int = 20) -> np.ndarray:
+        """Moving average of the loss (for plots and for "did it fall" checks)."""
+        loss = np.asarray(self.loss, dtype=np.float64)
+        if len(loss) == 0:
+            return loss
+        window = max(1, min(window, len(loss)))
+        return np.convolve(loss, np.ones(window) / window, mode="valid")
+
+
+def _positive_int(name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _normalizer(mean, std) -> Callable[[torch.Tensor], torch.Tensor]:
+    if mean is None and std is None:
+        return lambda x: x
+    if mean is None or std is None:
+        raise ValueError(
+            "give both mean and std (the model's preprocessing statistics), or neither"
+        )
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return lambda x: (x - m.to(x.device)) / s.to(x.device)
+
+
+def train_clip(
+    model: torch.nn.Module,
+    tokenizer: Callable,
+    data,
+    steps: int = 1000,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    weight_decay: float = 0.05,
+    warmup: int = 50,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    callback: Callable[[int, TrainHistory], None] | None = None,
+    callback_every: int = 50,
+    progress: bool = True,
+    seed: int = 0,
+    device: str = "cpu",
+) -> TrainHistory:
+    """Train ``model`` (an open_clip ``CLIP``) with the symmetric contrastive loss.
+
+    Introduced in lesson 01_clip_concepts.
+
+    Args:
+        model: an ``open_clip.model.CLIP`` (tiny or real); trained in place.
+        tokenizer: texts -> token ids, e.g. ``lessonlib.models.make_tokenizer(cfg)``.
+        data: a Dataset of ``(image tensor in [0, 1], caption)`` such as ``ShapesWorld``, or a function
+            ``epoch -> Dataset`` that makes fresh images every epoch.
+        steps: optimiser steps; batches of ``batch_size`` (at least 2: the loss contrasts pairs).
+        lr, weight_decay, warmup: AdamW with linear warm-up then cosine decay to 0.
+        mean, std: the model's normalisation (``cfg.mean``, ``cfg.std``), applied to each batch; the same
+            numbers the model's ``preprocess`` uses, so training and inference see the same inputs.
+        callback: called as ``callback(step, history)`` every ``callback_every`` steps and at the end
+            (``LivePlot`` is one).
+        progress: show a tqdm progress bar (``tqdm.auto``: a widget in Jupyter, text elsewhere).
+
+    Returns:
+        a ``TrainHistory`` with the loss and temperature of every step.
+    """
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    steps = _positive_int("steps", steps)
+    batch_size = _positive_int("batch_size", batch_size)
+    if batch_size < 2:
+        raise ValueError(
+            f"batch_size={batch_size}: the contrastive loss needs at least two (image, text) pairs per batch"
+        )
+    if not hasattr(model, "encode_image") or not hasattr(model, "logit_scale"):
+        raise TypeError(
+            f"model must be an open_clip CLIP (encode_image, encode_text, logit_scale), got {type(model).__name__}"
+        )
+    make_data = (
+        data if callable(data) and not hasattr(data, "__getitem__") else (lambda epoch: data)
+    )
+    first = make_data(0)
+    if len(first) < batch_size:
+        raise ValueError(
+            f"the data set has {len(first)} items, fewer than batch_size={batch_size}: use more images"
+        )
+    normalize = _normalizer(mean, std)
+
+    params_decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    params_rest = [
+        p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)
+    ]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": params_decay, "weight_decay": weight_decay},
+            {"params": params_rest, "weight_decay": 0.0},
+        ],
+        lr=lr,
+    )
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return lr * (step + 1) / warmup
+        return 0.5 * lr * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    generator = torch.Generator().manual_seed(seed)
+    history = TrainHistory()
+    model.to(device).train()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    step, epoch = 0, 0
+    bar = tqdm(total=steps, desc="training CLIP", disable=not progress, mininterval=1.0)
+    while step < steps:
+        dataset = first if epoch == 0 else make_data(epoch)
+        loader = DataLoader(
+            dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator
+        )
+        for images, captions in loader:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
+            images = normalize(images.to(device))
+            texts = tokenizer(list(captions)).to(device)
+            image_features = model.encode_image(images, normalize=True)
+            text_features = model.encode_text(texts, normalize=True)
+            loss = clip_loss(image_features, text_features, model.logit_scale)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+            history.loss.append(loss.item())
+            history.temperature.append(float(1.0 / model.logit_scale.detach().exp()))
+            history.lr.append(lr_at(step))
+            history.images_seen += len(images)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{history.loss[-1]:.3f}", refresh=False)
+            if callback is not None and (step % callback_every == 0 or step == steps):
+                history.seconds, history.steps = time.perf_counter() - start, step
+                callback(step, history)
+                model.train()
+            if step >= steps:
+                break
+        epoch += 1
+    bar.close()
+    history.seconds, history.steps = time.perf_counter() - start, step
+    history.cpu_seconds = time.process_time() - cpu_start
+    model.eval()
+    return history
+
+
+# Colours that no caption names, far in hue from the six named ones (brown, a dark orange, is not);
+# used only for images whose caption names no colour.
+UNNAMED_RGB: dict[str, tuple[int, int, int]] = {
+    "grey": (200, 200, 200),
+    "cyan": (0, 190, 190),
+}
+
+
+class RecolourWhenColourUnsaid(torch.utils.data.Dataset):
+    """Training augmentation: images whose caption names no colour get a colour no caption names.
+
+    Introduced in lesson 01_clip_concepts.
+
+    A caption like "a triangle" says nothing about colour, so the picture may show any colour. Redrawing
+    its objects in grey or cyan (``UNNAMED_RGB``, random brightness) shows the image tower
+    every shape in more colours than the six named ones, which teaches it to recognise shapes apart from
+    colours. No image of a held-out colour + shape pair is added: the new colours are none of the six.
+
+    Example:
+        >>> from lessonlib.data import ShapesWorld
+        >>> ds = RecolourWhenColourUnsaid(ShapesWorld(50, detail="shape"))
+        >>> image, text = ds[0]
+        >>> text.split()[-1] in ("circle", "square", "triangle", "cross")
+        True
+    """
+
+    def __init__(self, dataset, p: float = 1.0, seed: int = 0, palette=None) -> None:
+        from lessonlib.data import COLOURS
+
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
+        palette = UNNAMED_RGB if palette is None else palette
+        clash = sorted(set(palette) & set(COLOURS))
+        if clash or not palette:
+            raise ValueError(
+                f"palette {list(palette)!r} must be non-empty and name no caption colour ({', '.join(COLOURS)})"
+            )
+        self.dataset, self.p, self.seed = dataset, p, seed
+        self.colours = torch.tensor(list(palette.values()), dtype=torch.float32) / 255.0
+        self.colour_words = set(COLOURS)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        image, text = self.dataset[i]
+        if self.p == 0.0 or self.colour_words & set(text.split()):
+            return image, text
+        rng = np.random.default_rng([self.seed, int(i)])
+        if rng.random() >= self.p:
+            return image, text
+        # On the black background a pixel is coverage x colour, so its brightest channel gives coverage.
+        coverage = image.max(dim=0).values
+        coverage = coverage / coverage.max().clamp_min(1e-6)
+        colour = self.colours[int(rng.integers(len(self.colours)))] * float(rng.uniform(0.6, 1.0))
+        return coverage[None] * colour[:, None, None], text
+
+
+class ReshapeWhenShapeUnsaid(torch.utils.data.Dataset):
+    """Training augmentation: images whose caption names no shape show a shape no caption names.
+
+    Introduced in lesson 01_clip_concepts.
+
+    The mirror image of ``RecolourWhenColourUnsaid``: a caption like "a red shape" says nothing about the
+    shape, so its object is redrawn as a diamond or a ring (``data.UNNAMED_SHAPES``) in its own colour.
+    Each colour is then seen on more outlines than the shapes it is named with. Needs a ``ShapesWorld``
+    (it redraws from ``objects(i)``). No held-out colour + shape pair is drawn.
+
+    Example:
+        >>> from lessonlib.data import ShapesWorld
+        >>> ds = ReshapeWhenShapeUnsaid(ShapesWorld(20, detail="colour"))
+        >>> ds[0][1].endswith("shape")
+        True
+    """
+
+    def __init__(self, world, p: float = 1.0, seed: int = 0) -> None:
+        from lessonlib.data import SHAPES
+
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
+        if not hasattr(world, "objects") or not hasattr(world, "image_size"):
+            raise TypeError(
+                f"ReshapeWhenShapeUnsaid needs a ShapesWorld, got {type(world).__name__}"
+            )
+        self.world, self.p, self.seed = world, p, seed
+        self.shape_words = set(SHAPES)
+
+    def __len__(self) -> int:
+        return len(self.world)
+
+    def __getitem__(self, i: int):
+        from lessonlib.data import UNNAMED_SHAPES, render_array
+
+        image, text = self.world[i]
+        if (
+            self.p == 0.0
+            or self.shape_words & set(text.split())
+            or not isinstance(image, torch.Tensor)
+        ):
+            return image, text
+        rng = np.random.default_rng([self.seed, int(i), 1])
+        if rng.random() >= self.p:
+            return image, text
+        objects = self.world.objects(i)
+        draw_as = [UNNAMED_SHAPES[int(rng.integers(len(UNNAMED_SHAPES)))] for _ in objects]
+        array = render_array(objects, self.world.image_size, draw_as=draw_as)
+        return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0), text
+
+
+@torch.no_grad()
+def embed_batch(model, tokenizer, images: torch.Tensor, texts: Sequence[str], mean=None, std=None):
+    """Normalised (image_features, text_features) of a batch, in eval mode, without gradients."""
+    was_training = model.training
+    model.eval()
+    image_features = model.encode_image(_normalizer(mean, std)(images), normalize=True)
+    text_features = model.encode_text(tokenizer(list(texts)), normalize=True)
+    model.train(was_training)
+    return image_features, text_features
+
+
+@torch.no_grad()
+def zero_shot_accuracy(
+    model,
+    tokenizer,
+    preprocess: Callable,
+    split: str = "test",
+    n: int = 1000,
+    seed: int = 12345,
+    template: str | None = None,
+    image_size: int = 32,
+    batch_size: int = 500,
+) -> float:
+    """Top-1 zero-shot accuracy on ``n`` fresh Shapes World images of ``split``.
+
+    Introduced in lesson 01_clip_concepts.
+
+    Each image (passed through ``preprocess``, as a user would) is given the class whose prompt (default
+    ``"a {colour} {shape}"``) has the highest cosine similarity, out of all colour x shape classes
+    (held-out pairs included); it is correct if that is the colour and shape of its main object.
+
+    Example:
+        >>> from lessonlib.models import load_tiny_clip
+        >>> model, preprocess, tok = load_tiny_clip()
+        >>> zero_shot_accuracy(model, tok, preprocess, "held_out", n=100) > 0.5
+        True
+    """
+    from lessonlib.data import SIMPLE_TEMPLATE, ShapesWorld, class_names
+
+    template = SIMPLE_TEMPLATE if template is None else template
+    n = _positive_int("n", n)
+    ds = ShapesWorld(
+        n, split=split, seed=seed, image_size=image_size, detail="simple", transform=preprocess
+    )
+    was_training = model.training
+    model.eval()
+    classes = model.encode_text(tokenizer(class_names(template)), normalize=True)
+    truth = torch.from_numpy(ds.class_indices())
+    hits = 0
+    for lo in range(0, n, batch_size):
+        images = torch.stack([ds[i][0] for i in range(lo, min(n, lo + batch_size))])
+        features = model.encode_image(images, normalize=True)
+        predicted = similarity_matrix(features, classes, normalize=False).argmax(1)
+        hits += int((predicted == truth[lo : lo + len(images)]).sum())
+    model.train(was_training)
+    return hits / n
+
+
+class LivePlot:
+    """Callback for ``train_clip`` that redraws the loss curve and a probe batch's similarity matrix.
+
+    Introduced in lesson 01_clip_concepts.
+
+    In Jupyter the figure is redrawn in place (``IPython.display``); elsewhere (tests, scripts) nothing is
+    drawn unless ``headless_ok=True``, in which case the figure is still updated (e.g. to save it).
+
+    Example:
+        >>> live = LivePlot(model=None, tokenizer=None, images=None, texts=["a red circle"])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        images: torch.Tensor,
+        texts: Sequence[str],
+        mean=None,
+        std=None,
+        headless_ok: bool = False,
+    ) -> None:
+        if images is not None and len(images) != len(texts):
+            raise ValueError(
+                f"{len(images)} probe images but {len(texts)} probe texts: give one caption per image"
+            )
+        self.model, self.tokenizer = model, tokenizer
+        self.images, self.texts = images, list(texts)
+        self.mean, self.std = mean, std
+        self.interactive = _in_notebook()
+        self.active = self.interactive or headless_ok
+        self.fig = None
+        self._handle = None
+        self.diagonal: list[tuple[int, float]] = []
+
+    def similarity(self) -> torch.Tensor:
+        """The probe batch's cosine-similarity matrix under the current weights."""
+        image_features, text_features = embed_batch(
+            self.model, self.tokenizer, self.images, self.texts, self.mean, self.std
+        )
+        return similarity_matrix(image_features, text_features, normalize=False)
+
+    def __call__(self, step: int, history: TrainHistory) -> None:
+        sim = self.similarity()
+        self.diagonal.append((step, diagonal_accuracy(sim)))
+        if not self.active:
+            return
+        import matplotlib.pyplot as plt
+
+        if self.fig is None:
+            self.fig, self.axes = plt.subplots(1, 2, figsize=(10, 4))
+            if self.interactive:
+                plt.close(self.fig)  # we show it ourselves, once per update
+        ax_loss, ax_sim = self.axes
+        ax_loss.clear()
+        ax_loss.plot(history.loss, color="0.75", label="per batch")
+        smooth = history.smoothed_loss()
+        ax_loss.plot(
+            np.arange(len(smooth)) + (len(history.loss) - len(smooth)),
+            smooth,
+            label="moving average",
+        )
+        ax_loss.set_title(f"contrastive loss, step {step}")
+        ax_loss.set_xlabel("step")
+        ax_loss.set_ylabel("loss")
+        ax_loss.legend(loc="upper right")
+        ax_sim.clear()
+        ax_sim.imshow(sim.numpy(), vmin=-1, vmax=1, cmap="RdBu_r")
+        ax_sim.set_title(f"probe batch similarity (diagonal hits {self.diagonal[-1][1]:.0%})")
+        ax_sim.set_xlabel("caption")
+        ax_sim.set_ylabel("image")
+        ax_sim.set_yticks(range(len(self.texts)))
+        ax_sim.set_xticks(range(len(self.texts)))
+        ax_sim.set_xticklabels(self.texts, rotation=90, fontsize=7)
+        self.fig.tight_layout()
+        if self.interactive:  # redraw in place; the progress bar above it stays
+            from IPython.display import display
+
+            if self._handle is None:
+                self._handle = display(self.fig, display_id=True)
+            else:
+                self._handle.update(self.fig)
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"

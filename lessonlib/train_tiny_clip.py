@@ -1,0 +1,206 @@
+"""Reproduce the shipped tiny CLIP: ``python -m lessonlib.train_tiny_clip``.
+
+Introduced in lesson 01_clip_concepts.
+
+Trains ``TinyCLIPConfig()`` from scratch on fresh Shapes World training images (held-out pairs never
+shown), measures zero-shot top-1 accuracy with the prompt ``"a {colour} {shape}"`` over all colour x shape
+classes on fresh test images of seen pairs and of held-out pairs, and writes
+``lessonlib/weights/tiny_clip.safetensors`` (fp16) and ``tiny_clip.json`` (config, command, numbers).
+
+The recipe (``DEFAULTS``): 1,600 steps of 128 images, captions of mixed detail, and every image whose
+caption names no colour redrawn in grey or cyan (``RecolourWhenColourUnsaid``), which is what lifts the
+held-out accuracy from about 54% to over 80% (experiments in BENCHMARKS.md). One torch thread: for a
+model this small, two threads were many times slower on the course's 2-core machine.
+
+    python -m lessonlib.train_tiny_clip                      # the shipped model
+    python -m lessonlib.train_tiny_clip --steps 300 --out /tmp/quick.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import torch
+
+from lessonlib.data import ShapesWorld, class_names
+from lessonlib.environment import seed_everything
+from lessonlib.models import (
+    TINY_CLIP_WEIGHTS,
+    TinyCLIPConfig,
+    build_tiny_clip,
+    count_parameters,
+    load_tiny_clip,
+    make_tokenizer,
+    save_tiny_clip,
+)
+from lessonlib.train import (
+    RecolourWhenColourUnsaid,
+    ReshapeWhenShapeUnsaid,
+    train_clip,
+    zero_shot_accuracy,
+)
+
+# The recipe of the shipped model (every value is also a command-line option).
+DEFAULTS = {
+    "steps": 1600,
+    "batch_size": 128,
+    "lr": 2e-3,
+    "weight_decay": 0.05,
+    "warmup": 50,
+    "images_per_epoch": 12800,
+    "max_objects": 1,
+    "seed": 0,
+    "eval_images": 2000,
+    "recolour": 1.0,
+    "reshape": 0.0,
+}
+
+
+def training_data(
+    images_per_epoch: int,
+    seed: int,
+    max_objects: int,
+    image_size: int,
+    detail_weights: dict[str, float] | None = None,
+    recolour: float = 0.0,
+    reshape: float = 0.0,
+):
+    """``epoch -> ShapesWorld``: fresh training images every epoch (held-out pairs never appear)."""
+
+    def make(epoch: int):
+        world = ShapesWorld(
+            images_per_epoch,
+            split="train",
+            seed=seed * 100_000 + epoch,
+            image_size=image_size,
+            max_objects=max_objects,
+            detail="random",
+            detail_weights=detail_weights,
+        )
+        if reshape > 0:
+            world = ReshapeWhenShapeUnsaid(world, p=reshape, seed=seed * 100_000 + epoch)
+        if recolour > 0:
+            world = RecolourWhenColourUnsaid(world, p=recolour, seed=seed * 100_000 + epoch)
+        return world
+
+    return make
+
+
+def _load_average() -> list[float] | None:
+    """1/5/15-minute load averages (other programs competing for the cores), where the OS reports them."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    for name, value in DEFAULTS.items():
+        p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads; 1 is fastest for this tiny model (BENCHMARKS.md, lesson 01)",
+    )
+    p.add_argument("--out", default=str(TINY_CLIP_WEIGHTS), help="where to write the .safetensors")
+    p.add_argument(
+        "--config", default=None, help="JSON dict of TinyCLIPConfig overrides (experiments)"
+    )
+    p.add_argument("--detail-weights", default=None, help="JSON dict of caption-form weights")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    cfg = TinyCLIPConfig(**json.loads(args.config)) if args.config else TinyCLIPConfig()
+    model, tokenizer = build_tiny_clip(cfg), make_tokenizer(cfg)
+    print(
+        f"tiny CLIP: {count_parameters(model):,} parameters, {cfg.vision_tower} vision tower",
+        flush=True,
+    )
+
+    detail_weights = json.loads(args.detail_weights) if args.detail_weights else None
+    data = training_data(
+        args.images_per_epoch,
+        args.seed,
+        args.max_objects,
+        cfg.image_size,
+        detail_weights,
+        args.recolour,
+        args.reshape,
+    )
+    history = train_clip(
+        model,
+        tokenizer,
+        data,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup=args.warmup,
+        mean=cfg.mean,
+        std=cfg.std,
+        progress=not args.no_progress,
+        seed=args.seed,
+    )
+    print(
+        f"trained {history.steps} steps in {history.seconds:.0f} s (CPU {history.cpu_seconds:.0f} s); final loss {history.smoothed_loss()[-1]:.3f}"
+    )
+
+    command = "python -m lessonlib.train_tiny_clip " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    metadata = {
+        "command": command.strip(),
+        "recipe": {k: getattr(args, k) for k in DEFAULTS},
+        "detail_weights": detail_weights,
+        "train_seconds": round(history.seconds, 1),
+        "train_cpu_seconds": round(history.cpu_seconds, 1),
+        "load_average_during_training": _load_average(),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "final_loss": round(float(history.smoothed_loss()[-1]), 4),
+        "parameters": count_parameters(model),
+    }
+    path = save_tiny_clip(model, cfg, args.out, half=True, metadata=metadata)
+
+    # Score the model as users get it: reloaded from the fp16 file, images through its preprocess.
+    loaded, preprocess, tokenizer = load_tiny_clip(path)
+    start = time.perf_counter()
+    results = {
+        split: zero_shot_accuracy(
+            loaded, tokenizer, preprocess, split=split, n=args.eval_images, seed=777
+        )
+        for split in ("test", "held_out")
+    }
+    metadata["accuracy"] = {
+        "seen_pairs": results["test"],
+        "held_out_pairs": results["held_out"],
+        "images_per_split": args.eval_images,
+        "prompt": "a {colour} {shape}",
+        "eval_seed": 777,
+    }
+    save_tiny_clip(model, cfg, path, half=True, metadata=metadata)
+    print(
+        f"zero-shot top-1 over all {len(class_names())} colour x shape classes, {args.eval_images} images each: "
+        f"seen pairs {results['test']:.1%}, held-out pairs {results['held_out']:.1%} "
+        f"(eval {time.perf_counter() - start:.0f} s); wrote {path} ({path.stat().st_size / 1e6:.2f} MB)"
+    )
+    return metadata
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""ipywidgets boxes used in lessons; each also works headless (nbval, a script) through plain calls.
+
+Introduced in lesson 02_zero_shot_classification.
+
+A box is built from ordinary functions: ``LabelBox.update(text)`` does exactly what typing into the box
+does, so a notebook's self-check cell can call it and test the result, and nothing depends on a browser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+
+def parse_labels(text: str) -> list[str]:
+    """Comma-separated labels as typed by a student: ``"cat, dog,,person "`` -> ``['cat', 'dog', 'person']``.
+
+    Introduced in lesson 02_zero_shot_classification.
+
+    Example:
+        >>> parse_labels("cat, dog,,person ")
+        ['cat', 'dog', 'person']
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"labels must be typed as text, got {type(text).__name__}")
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+class LabelBox:
+    """Type labels, see the zero-shot probabilities for a few images.
+
+    Introduced in lesson 02_zero_shot_classification.
+
+    ``classify(labels) -> probs`` is any function that maps a list of labels to a ``[N, len(labels)]``
+    probability array for the box's N images (e.g. a ``ZeroShotClassifier`` built on the fly). Bad input
+    (an empty list, a duplicate label, a template without ``{}``) is shown in the box as the error text,
+    not raised, so a student can fix it and try again.
+
+    Example:
+        >>> box = LabelBox(images, classify, "cat, dog")  # doctest: +SKIP
+        >>> box.widget  # displays the box in Jupyter  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        images: Sequence,
+        classify: Callable[[list[str]], object],
+        initial: str = "",
+        titles: Sequence[str] | None = None,
+        k: int = 5,
+    ):
+        import ipywidgets as widgets
+
+        from lessonlib.images import load_image
+
+        self.images = [load_image(im) for im in images]
+        if not self.images:
+            raise ValueError("LabelBox needs at least one image")
+        self.classify = classify
+        self.titles = list(titles) if titles is not None else None
+        self.k = k
+        self.labels: list[str] = []
+        self.probs = None
+        self.error: str | None = None
+        self.text = widgets.Text(
+            value=initial,
+            description="labels:",
+            placeholder="comma-separated, e.g. cat, dog, person",
+            continuous_update=False,
+            layout=widgets.Layout(width="70%"),
+        )
+        self.button = widgets.Button(description="classify", button_style="primary")
+        self.message = widgets.HTML()
+        self.output = widgets.Output()
+        self.widget = widgets.VBox(
+            [widgets.HBox([self.text, self.button]), self.message, self.output]
+        )
+        self.button.on_click(lambda _: self.update(self.text.value))
+        self.text.observe(lambda change: self.update(change["new"]), names="value")
+        if initial:
+            self.update(initial, draw=False)
+
+    def update(self, text: str, draw: bool = True):
+        """Classify with the labels in ``text``; returns the probabilities (or None after an error).
+
+        Introduced in lesson 02_zero_shot_classification.
+
+        Example:
+            >>> box.update('cat, dog').shape  # doctest: +SKIP
+            (4, 2)
+        """
+        import numpy as np
+
+        try:
+            labels = parse_labels(text)
+            probs = self.classify(labels)
+            probs = probs.detach().cpu().numpy() if hasattr(probs, "detach") else np.asarray(probs)
+        except (ValueError, TypeError) as err:
+            self.error, self.probs = str(err), None
+            self.message.value = f"<span style='color:#b00'>&#9888; {err}</span>"
+            return None
+        self.error, self.labels, self.probs = None, labels, probs
+        best = [labels[i] for i in probs.argmax(axis=1)]
+        self.message.value = "best label per image: " + ", ".join(best)
+        if draw:
+            self._draw()
+        return probs
+
+    def _draw(self) -> None:
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        from lessonlib.plotting import plot_topk_bars
+
+        self.output.clear_output(wait=True)
+        with self.output:
+            fig = plot_topk_bars(
+                self.images,
+                self.probs,
+                self.labels,
+                k=self.k,
+                title="Zero-shot probabilities for your labels",
+            )
+            display(fig)
+            plt.close(fig)
+
+    def _ipython_display_(self):  # so that a bare `box` in a cell shows the widget
+        from IPython.display import display
+
+        display(self.widget)

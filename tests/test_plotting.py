@@ -1,0 +1,101 @@
+"""lessonlib.plotting and lessonlib.widgets: figures carry titles and labels; bad shapes are refused."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from lessonlib import plotting, widgets  # noqa: E402
+
+COLOURS = ["red", "green", "blue"]
+
+
+@pytest.fixture()
+def images():
+    return [Image.new("RGB", (24, 16), c) for c in COLOURS]
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def test_similarity_heatmap(images):
+    sim = torch.tensor([[0.3, 0.1, 0.0], [0.1, 0.25, 0.05]])
+    ax = plotting.plot_similarity(sim, images, ["a red box", "a green box"])
+    assert ax.get_title() and ax.get_xlabel() == "images" and ax.get_ylabel() == "captions"
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a red box", "a green box"]
+    assert len(ax.images) == 1 + len(images)  # the matrix plus one thumbnail per image
+    assert "0.30" in [t.get_text() for t in ax.texts]
+    with pytest.raises(ValueError, match=r"2 captions and 3 images"):
+        plotting.plot_similarity(sim.T, images, ["a", "b"])
+
+
+def test_gallery(images):
+    fig = plotting.show_gallery(images, titles=COLOURS, ncols=2)
+    titled = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titled == COLOURS
+    assert len(fig.axes) == 4  # 2x2 grid, last cell empty
+    assert fig._suptitle is not None
+    with pytest.raises(ValueError, match="2 titles for 3 images"):
+        plotting.show_gallery(images, titles=COLOURS[:2])
+    with pytest.raises(ValueError, match="empty"):
+        plotting.show_gallery([])
+
+
+def test_topk_bars(images):
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])
+    fig = plotting.plot_topk_bars(images, probs, COLOURS, k=2, true_labels=COLOURS)
+    bar_axes = [ax for ax in fig.axes if ax.get_xlabel() == "probability"]
+    assert len(bar_axes) == 3
+    first = bar_axes[0]
+    assert [t.get_text() for t in first.get_yticklabels()] == ["red", "green"]
+    assert [round(p.get_width(), 2) for p in first.patches] == [0.7, 0.2]
+    # the true label's bar is green, the other blue
+    assert first.patches[0].get_facecolor() != first.patches[1].get_facecolor()
+    with pytest.raises(ValueError, match="expected \\(3, 3\\)"):
+        plotting.plot_topk_bars(images, probs[:2], COLOURS)
+
+
+def test_confusion():
+    cm = np.array([[8, 2], [1, 9]])
+    ax = plotting.plot_confusion(cm, ["cat", "dog"])
+    assert ax.get_xlabel() == "predicted class" and ax.get_ylabel() == "true class"
+    shown = ax.images[0].get_array()
+    assert np.allclose(shown, [[0.8, 0.2], [0.1, 0.9]])
+    assert "0.80" in [t.get_text() for t in ax.texts]
+    with pytest.raises(ValueError, match="3 class names"):
+        plotting.plot_confusion(cm, ["a", "b", "c"])
+
+
+def test_parse_labels():
+    assert widgets.parse_labels(" cat,dog ,, person") == ["cat", "dog", "person"]
+    assert widgets.parse_labels("") == []
+
+
+def test_label_box_updates_and_shows_errors(images):
+    from lessonlib.zeroshot import check_labels
+
+    def classify(labels):
+        labels = check_labels(labels)  # the same checks the real classifier makes
+        probs = np.full((len(images), len(labels)), 1.0 / len(labels))
+        probs[:, 0] += 0.01
+        return probs / probs.sum(1, keepdims=True)
+
+    box = widgets.LabelBox(images, classify, initial="cat, dog")
+    assert box.labels == ["cat", "dog"] and box.probs.shape == (3, 2)
+    assert "best label per image: cat, cat, cat" in box.message.value
+    box.text.value = "sun, moon, star"  # what typing does
+    assert box.labels == ["sun", "moon", "star"] and box.error is None
+    assert box.update("cat, cat") is None
+    assert "duplicate labels 'cat'" in box.error and "duplicate" in box.message.value
+    assert box.update("") is None and "empty" in box.error
+    assert box.labels == ["sun", "moon", "star"]  # an error keeps the last good answer's labels

@@ -1,0 +1,231 @@
+"""train_clip, the live plot, the grey augmentation, zero-shot scoring and the reproduce script."""
+
+import json
+
+import matplotlib
+import pytest
+import torch
+
+from lessonlib.data import ShapesWorld
+from lessonlib.models import (
+    TinyCLIPConfig,
+    build_tiny_clip,
+    load_tiny_clip,
+    make_preprocess,
+    make_tokenizer,
+)
+from lessonlib.train import (
+    LivePlot,
+    RecolourWhenColourUnsaid,
+    ReshapeWhenShapeUnsaid,
+    TrainHistory,
+    train_clip,
+    zero_shot_accuracy,
+)
+
+matplotlib.use("Agg")
+SMALL = {"embed_dim": 16, "vision_width": 8, "text_width": 32, "text_layers": 1, "text_heads": 2}
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run far faster on one thread (BENCHMARKS.md, lesson 01); restore afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def tiny():
+    torch.manual_seed(0)
+    cfg = TinyCLIPConfig(**SMALL)
+    return cfg, build_tiny_clip(cfg), make_tokenizer(cfg)
+
+
+def test_loss_falls_on_a_fixed_batch_and_callback_runs(tiny):
+    cfg, model, tok = tiny
+    data = ShapesWorld(16, seed=0, detail="simple")
+    calls = []
+    history = train_clip(
+        model,
+        tok,
+        data,
+        steps=30,
+        batch_size=16,
+        lr=3e-3,
+        warmup=5,
+        mean=cfg.mean,
+        std=cfg.std,
+        callback=lambda step, h: calls.append((step, len(h.loss))),
+        callback_every=15,
+        progress=False,
+    )
+    assert isinstance(history, TrainHistory)
+    assert history.steps == 30 and len(history.loss) == 30 and history.images_seen == 30 * 16
+    assert calls == [(15, 15), (30, 30)]
+    assert sum(history.loss[-5:]) / 5 < 0.8 * sum(history.loss[:5]) / 5
+    assert all(
+        0.01 <= t <= 1.0 for t in history.temperature
+    )  # temperature stays in open_clip's range
+    assert not model.training  # handed back in eval mode
+
+
+def test_fresh_data_every_epoch(tiny):
+    cfg, model, tok = tiny
+    epochs = []
+
+    def make(epoch):
+        epochs.append(epoch)
+        return ShapesWorld(16, seed=epoch)
+
+    train_clip(model, tok, make, steps=5, batch_size=8, mean=cfg.mean, std=cfg.std, progress=False)
+    assert epochs == [0, 1, 2]  # 2 batches per epoch, 5 steps
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"batch_size": 1}, ValueError, "needs at least two .image, text. pairs per batch"),
+        ({"batch_size": 64}, ValueError, "has 16 items, fewer than batch_size=64"),
+        ({"steps": 0}, ValueError, "steps must be a positive integer"),
+        ({"mean": (0.5, 0.5, 0.5), "std": None}, ValueError, "give both mean and std"),
+    ],
+)
+def test_bad_training_arguments(tiny, kwargs, error, message):
+    cfg, model, tok = tiny
+    args = {"steps": 2, "batch_size": 8, "progress": False, **kwargs}
+    with pytest.raises(error, match=message):
+        train_clip(model, tok, ShapesWorld(16), **args)
+
+
+def test_model_must_be_a_clip(tiny):
+    _, _, tok = tiny
+    with pytest.raises(TypeError, match="model must be an open_clip CLIP"):
+        train_clip(
+            torch.nn.Linear(2, 2), tok, ShapesWorld(16), steps=1, batch_size=8, progress=False
+        )
+
+
+def test_live_plot_headless_draws_and_tracks_the_diagonal(tiny):
+    cfg, model, tok = tiny
+    probe = ShapesWorld(6, seed=1, detail="simple")
+    images = torch.stack([probe[i][0] for i in range(6)])
+    live = LivePlot(
+        model, tok, images, probe.captions, mean=cfg.mean, std=cfg.std, headless_ok=True
+    )
+    history = train_clip(
+        model,
+        tok,
+        ShapesWorld(32),
+        steps=4,
+        batch_size=16,
+        mean=cfg.mean,
+        std=cfg.std,
+        callback=live,
+        callback_every=2,
+        progress=False,
+    )
+    assert [step for step, _ in live.diagonal] == [2, 4]
+    assert live.fig is not None and "step 4" in live.axes[0].get_title()
+    assert live.similarity().shape == (6, 6)
+    assert len(history.smoothed_loss(2)) == 3
+    with pytest.raises(ValueError, match="6 probe images but 2 probe texts"):
+        LivePlot(model, tok, images, ["a", "b"])
+    quiet = LivePlot(model, tok, images, probe.captions)  # not in Jupyter: no figure
+    quiet(1, history)
+    assert quiet.fig is None and len(quiet.diagonal) == 1
+
+
+def test_recolour_only_touches_captions_without_colour_and_never_uses_a_named_colour():
+    from lessonlib.data import COLOUR_RGB, COLOURS
+
+    world = ShapesWorld(200, seed=0, detail="random")
+    recoloured = RecolourWhenColourUnsaid(world, p=1.0)
+    named = torch.tensor(list(COLOUR_RGB.values()), dtype=torch.float32) / 255
+    n_changed = 0
+    for i in range(len(world)):
+        image, text = recoloured[i]
+        original, caption = world[i]
+        assert text == caption
+        if any(c in text.split() for c in COLOURS):
+            assert torch.equal(image, original)
+            continue
+        n_changed += 1
+        assert image.shape == original.shape and 0 <= image.min() and image.max() <= 1
+        # same silhouette, new colour: the brightest pixel's hue is far from every named colour
+        assert torch.equal(image.amax(0) > 0, original.amax(0) > 0)
+        flat = image.reshape(3, -1)
+        brightest = flat[:, flat.sum(0).argmax()]
+        direction = brightest / brightest.norm()
+        assert (named / named.norm(dim=1, keepdim=True) @ direction).max() < 0.95
+    assert n_changed > 20
+    assert torch.equal(recoloured[3][0], recoloured[3][0])  # deterministic per index
+    with pytest.raises(ValueError, match="p must be a probability"):
+        RecolourWhenColourUnsaid(world, p=1.5)
+    with pytest.raises(ValueError, match="must be non-empty and name no caption colour"):
+        RecolourWhenColourUnsaid(world, palette={"red": (255, 0, 0)})
+
+
+def test_reshape_only_touches_captions_without_shape_and_keeps_the_colour():
+    from lessonlib.data import SHAPES
+
+    world = ShapesWorld(120, seed=2, detail="random")
+    reshaped = ReshapeWhenShapeUnsaid(world, p=1.0)
+    n_changed = 0
+    for i in range(len(world)):
+        image, text = reshaped[i]
+        original, _ = world[i]
+        if any(s in text.split() for s in SHAPES):
+            assert torch.equal(image, original)
+            continue
+        n_changed += 1
+        assert not torch.equal(image, original)  # another outline ...
+        colour = lambda x: x.reshape(3, -1)[:, x.sum(0).reshape(-1).argmax()]  # noqa: E731
+        same_hue = torch.nn.functional.cosine_similarity(colour(image), colour(original), dim=0)
+        assert same_hue > 0.999  # ... in the same colour (anti-aliasing may dim a thin ring)
+    assert n_changed > 5
+    with pytest.raises(TypeError, match="needs a ShapesWorld"):
+        ReshapeWhenShapeUnsaid([(torch.zeros(3, 8, 8), "a red shape")])
+
+
+def test_zero_shot_accuracy_of_an_untrained_model_is_near_chance(tiny):
+    cfg, model, tok = tiny
+    acc = zero_shot_accuracy(model.eval(), tok, make_preprocess(cfg), "test", n=240, seed=0)
+    assert 0.0 <= acc <= 0.25  # 24 classes: chance is 4%
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        zero_shot_accuracy(model, tok, make_preprocess(cfg), n=0)
+
+
+def test_reproduce_script_runs_end_to_end(tmp_path):
+    from lessonlib import train_tiny_clip
+
+    out = tmp_path / "quick.safetensors"
+    config = json.dumps(SMALL)
+    info = train_tiny_clip.main(
+        [
+            "--steps",
+            "3",
+            "--batch-size",
+            "16",
+            "--images-per-epoch",
+            "64",
+            "--eval-images",
+            "48",
+            "--recolour",
+            "1.0",
+            "--reshape",
+            "1.0",
+            "--no-progress",
+            "--config",
+            config,
+            "--out",
+            str(out),
+        ]
+    )
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["command"].startswith("python -m lessonlib.train_tiny_clip --steps 3")
+    assert set(saved["accuracy"]) >= {"seen_pairs", "held_out_pairs"}
+    assert saved["accuracy"] == info["accuracy"]
+    model, preprocess, tok = load_tiny_clip(out)
+    assert model.visual is not None and tok.context_length == TinyCLIPConfig().context_length
