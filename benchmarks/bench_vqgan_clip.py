@@ -1,0 +1,205 @@
+"""VQGAN+CLIP at the pretrained size: lessonlib's loop vs the public reference loop, side by side.
+
+Both loops run taming's f16_16384 VQGAN architecture and open_clip's ViT-B-32 with random weights (a
+step costs the same whatever the weights are) at 256x256 with 32 cutouts, each configuration in its
+own fresh subprocess (so peak RSS is that configuration's own), interleaved over ``--rounds`` rounds so
+that background load hits both alike. Reported: median seconds per step (after ``--warmup`` steps) and
+peak resident memory (``ru_maxrss``, model construction included).
+
+    .venv/bin/python benchmarks/bench_vqgan_clip.py --threads 2 --steps 4 --rounds 2
+    .venv/bin/python benchmarks/bench_vqgan_clip.py --offline --threads 1   # the offline quality target
+
+The reference loop is ``benchmarks/reference_vqgan_clip_step.py`` (nerdyrodent/VQGAN-CLIP generate.py's
+per-step work; needs kornia, in the [dev] extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CONFIGS = ("reference", "lessonlib", "lessonlib-fp32")
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def worker(
+    config: str, threads: int, steps: int, warmup: int, size: int, cutn: int, chunk: int
+) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    import open_clip
+
+    from lessonlib.vqgan import VQGAN, VQGANConfig
+
+    torch.manual_seed(0)
+    vq_cfg = VQGANConfig.imagenet_f16_16384()
+    clip_model = open_clip.create_model("ViT-B-32", pretrained=None)
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+    if config == "reference":
+        sys.path.insert(0, str(HERE))
+        from reference_vqgan_clip_step import ReferenceLoop, TamingVQModel
+
+        model = TamingVQModel(vq_cfg.ddconfig(), vq_cfg.n_embed, vq_cfg.embed_dim)
+        loaded_mb = rss_mb()
+        loop = ReferenceLoop(model, clip_model, tokenizer, size=size, cutn=cutn)
+        times = []
+        for _ in range(warmup + steps):
+            t = time.perf_counter()
+            loop.step()
+            times.append(time.perf_counter() - t)
+    else:
+        from lessonlib.generate import generate
+
+        model = VQGAN(vq_cfg)
+        loaded_mb = rss_mb()
+        precision = "float32" if config == "lessonlib-fp32" else "auto"
+        result = generate(
+            "a painting",
+            model,
+            clip_model,
+            tokenizer,
+            size=size,
+            steps=warmup + steps,
+            cutn=cutn,
+            chunk=chunk,
+            precision=precision,
+            progress=False,
+            frame_every=10**9,
+        )
+        times = result.step_seconds
+    return {
+        "config": config,
+        "median_s": statistics.median(times[warmup:]),
+        "steps_s": [round(t, 2) for t in times],
+        "peak_rss_mb": round(rss_mb()),
+        "after_models_mb": round(loaded_mb),
+    }
+
+
+def offline_quality(
+    n_prompts: int, steps: int, cutn: int, lr: float, seed: int, threads: int
+) -> None:
+    """The offline target: n prompts "a {size} {colour} {shape}", tiny VQGAN + tiny CLIP, judged by
+    lessonlib.judge (pixel statistics and shape templates, no CLIP)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from lessonlib.generate import generate
+    from lessonlib.judge import judge, object_prompts
+    from lessonlib.models import load_tiny_clip
+    from lessonlib.vqgan import load_vqgan
+
+    vqgan = load_vqgan()
+    clip_model, preprocess, tokenizer = load_tiny_clip()
+    right, seconds = 0, []
+    for i, prompt in enumerate(object_prompts(n_prompts, seed=seed)):
+        result = generate(
+            prompt,
+            vqgan,
+            clip_model,
+            tokenizer,
+            preprocess,
+            size=vqgan.config.resolution,
+            steps=steps,
+            cutn=cutn,
+            chunk=cutn,
+            lr=lr,
+            seed=seed + i,
+            progress=False,
+        )
+        verdict = judge(result.image, prompt)
+        right += verdict.ok
+        seconds.append(result.seconds)
+        print(f"{prompt:28s} {result.seconds:5.1f} s  {verdict}", flush=True)
+    print(
+        f"judged right: {right}/{n_prompts} ({100 * right / n_prompts:.0f}%); seconds per image: "
+        f"median {statistics.median(seconds):.1f}, max {max(seconds):.1f}; "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per run")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--cutn", type=int, default=32)
+    parser.add_argument("--chunk", type=int, default=8)
+    parser.add_argument("--configs", default="reference,lessonlib")
+    parser.add_argument(
+        "--offline", action="store_true", help="run the offline quality target instead"
+    )
+    parser.add_argument("--prompts", type=int, default=10)
+    parser.add_argument("--offline-steps", type=int, default=150)
+    parser.add_argument("--offline-cutn", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.offline:
+        offline_quality(
+            args.prompts, args.offline_steps, args.offline_cutn, args.lr, args.seed, args.threads
+        )
+        return
+    if args.worker:
+        out = worker(
+            args.worker, args.threads, args.steps, args.warmup, args.size, args.cutn, args.chunk
+        )
+        print("RESULT " + json.dumps(out))
+        return
+    configs = [c.strip() for c in args.configs.split(",")]
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        raise SystemExit(f"unknown configs {unknown}: choose from {', '.join(CONFIGS)}")
+    env = dict(os.environ, LESSONLIB_MODE="offline", HF_HUB_OFFLINE="1")
+    runs: dict[str, list[dict]] = {c: [] for c in configs}
+    print(
+        f"size {args.size}, cutn {args.cutn}, threads {args.threads}, chunk {args.chunk}; "
+        f"load average at start {os.getloadavg()[0]:.1f}"
+    )
+    for r in range(args.rounds):
+        for c in configs:
+            cmd = [sys.executable, __file__, "--worker", c] + [
+                f"--{k}={getattr(args, k)}"
+                for k in ("threads", "steps", "warmup", "size", "cutn", "chunk")
+            ]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=HERE.parent)
+            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode or not line:
+                raise SystemExit(f"{c} failed:\n{proc.stderr[-3000:]}")
+            res = json.loads(line[0][7:])
+            runs[c].append(res)
+            print(
+                f"round {r + 1} {c:15s} median {res['median_s']:.2f} s/step, steps {res['steps_s']}, "
+                f"peak RSS {res['peak_rss_mb']} MB (after building models {res['after_models_mb']} MB)",
+                flush=True,
+            )
+    print("\nconfig           median s/step (all runs)  peak RSS MB (max)")
+    med = {}
+    for c in configs:
+        all_steps = [t for res in runs[c] for t in res["steps_s"][args.warmup :]]
+        med[c] = statistics.median(all_steps)
+        print(f"{c:15s}  {med[c]:8.2f}                  {max(r['peak_rss_mb'] for r in runs[c])}")
+    if "reference" in med:
+        for c in configs:
+            if c != "reference":
+                print(f"speed-up {c} vs reference: {med['reference'] / med[c]:.2f}x")
+    print(f"load average at end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

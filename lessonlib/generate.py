@@ -1,0 +1,562 @@
+"""VQGAN+CLIP: draw a picture by optimising a VQGAN's latent grid until CLIP likes it.
+
+Introduced in lesson 04_vqgan_clip.
+
+One step of the loop (after Katherine Crowson's VQGAN+CLIP notebook, 2021):
+
+1. snap the latent grid ``z`` to its nearest codebook vectors, with a *straight-through* gradient
+   (the forward pass uses the code, the backward pass pretends the snap was the identity);
+2. decode the codes to an image;
+3. cut ``cutn`` random crops out of it (random scale, position, small rotation, flips, noise), resized
+   to CLIP's input size: CLIP must like the picture from many viewpoints, not one adversarial pattern;
+4. embed the crops with CLIP's image tower and measure the *spherical distance* (squared great-circle
+   distance on the unit sphere) to every text prompt's embedding; weights scale each prompt, a
+   negative weight pushes away from it;
+5. back-propagate into ``z`` only (every model weight is frozen) and take an Adam step.
+
+Memory stays bounded however many crops are asked for: the image is decoded once per step, the crops go
+through CLIP in chunks whose gradients accumulate in the image, and only then does one backward pass
+run through the decoder (``img.backward(img_grad)``).
+
+Example:
+    >>> parse_prompts("a red circle|a blue square:0.5|text:-1")
+    [Prompt(text='a red circle', weight=1.0), Prompt(text='a blue square', weight=0.5), Prompt(text='text', weight=-1.0)]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+_NUMBERISH = re.compile(r"^[-+0-9.eE]*$")
+
+
+# ------------------------------------------------------------------------------------------ prompts
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One text prompt and its weight (negative: steer away from it)."""
+
+    text: str
+    weight: float = 1.0
+
+
+def parse_prompts(spec: str | Sequence[str]) -> list[Prompt]:
+    """Parse prompts in the usual VQGAN+CLIP syntax ``"text|text:weight|text:-weight"``.
+
+    Introduced in lesson 04_vqgan_clip.
+
+    A ``:`` followed by one word is a weight and must be a number; a ``:`` followed by several words
+    stays part of the text ("a photo: at night"). At least one weight must be positive.
+
+    Example:
+        >>> parse_prompts("a large red circle|a square:-0.5")
+        [Prompt(text='a large red circle', weight=1.0), Prompt(text='a square', weight=-0.5)]
+    """
+    if isinstance(spec, str):
+        parts = spec.split("|")
+    elif isinstance(spec, Sequence) and all(isinstance(p, str) for p in spec):
+        parts = list(spec)
+    else:
+        raise TypeError(
+            f"prompts must be a string like 'a red circle|a blue square:0.5' or a list of strings, "
+            f"got {type(spec).__name__}"
+        )
+    if not parts or not any(p.strip() for p in parts):
+        raise ValueError(
+            f"prompt {spec!r} is empty: give at least one text, e.g. 'a large red circle'"
+        )
+    prompts = []
+    for part in parts:
+        text, weight = part.strip(), 1.0
+        if not text:
+            raise ValueError(
+                f"empty prompt between '|' in {spec!r}: write 'a|b:0.5', with text on both sides"
+            )
+        head, colon, tail = text.rpartition(":")
+        tail_s = tail.strip()
+        if colon and (" " not in tail_s or _NUMBERISH.match(tail_s)):
+            try:
+                weight = float(tail_s)
+            except ValueError:
+                raise ValueError(
+                    f"malformed weight {tail_s!r} in prompt {part.strip()!r}: write 'text:weight' "
+                    "with a number, e.g. 'a red circle:0.5' or 'a blue square:-1'"
+                ) from None
+            text = head.strip()
+            if not text:
+                raise ValueError(
+                    f"prompt {part.strip()!r} has a weight but no text: write 'text:{tail_s}'"
+                )
+        if not math.isfinite(weight) or weight == 0:
+            raise ValueError(
+                f"weight {weight!r} in prompt {part.strip()!r} must be a non-zero finite number "
+                "(positive: draw this; negative: avoid this)"
+            )
+        prompts.append(Prompt(text, weight))
+    if not any(p.weight > 0 for p in prompts):
+        raise ValueError(
+            f"every weight in {spec!r} is negative: give at least one prompt with a positive weight "
+            "(what to draw), e.g. 'a red circle|a square:-1'"
+        )
+    return prompts
+
+
+def spherical_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Squared great-circle distance between directions: ``2 * arcsin(|x̂ - ŷ| / 2) ** 2``.
+
+    Introduced in lesson 04_vqgan_clip. Broadcasts like ``x - y``; 0 for the same direction,
+    pi^2 / 2 for opposite ones. Unlike 1 - cosine it keeps a useful gradient near the optimum.
+
+    Example:
+        >>> round(float(spherical_distance(torch.tensor([1.0, 0]), torch.tensor([0.0, 1]))), 4)
+        1.2337
+    """
+    x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
+    return (x - y).norm(dim=-1).div(2).clamp(max=1).arcsin().pow(2).mul(2)
+
+
+# -------------------------------------------------------------------------------------- autograd
+
+
+class _ClampWithGrad(torch.autograd.Function):
+    """Clamp in the forward pass; in the backward pass let through gradients that point inwards."""
+
+    @staticmethod
+    def forward(ctx, x, lo, hi):
+        ctx.lo, ctx.hi = lo, hi
+        ctx.save_for_backward(x)
+        return x.clamp(lo, hi)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (grad * (x - x.clamp(ctx.lo, ctx.hi)) >= 0), None, None
+
+
+def clamp_with_grad(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """``x.clamp(lo, hi)`` whose gradient does not die at the bounds (it may pull values back in)."""
+    return _ClampWithGrad.apply(x, lo, hi)
+
+
+def quantize_straight_through(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Snap each latent vector of ``z`` (B, D, h, w) to its nearest code; gradient passes as identity.
+
+    Introduced in lesson 04_vqgan_clip.
+
+    Example:
+        >>> book = torch.eye(2)
+        >>> z = torch.tensor([[[[0.9]], [[0.2]]]], requires_grad=True)
+        >>> quantize_straight_through(z, book).flatten().tolist()
+        [1.0, 0.0]
+    """
+    flat = z.movedim(1, -1).reshape(-1, z.shape[1])
+    with torch.no_grad():
+        d = flat.pow(2).sum(1, keepdim=True) + codebook.pow(2).sum(1) - 2 * flat @ codebook.T
+        idx = d.argmin(1)
+    z_q = codebook[idx].view(z.shape[0], z.shape[2], z.shape[3], z.shape[1]).movedim(-1, 1)
+    return z + (z_q - z).detach()
+
+
+# --------------------------------------------------------------------------------------- cutouts
+
+
+@dataclass
+class Cutouts:
+    """Random crops of an image, resized to CLIP's input size, with light augmentations.
+
+    Introduced in lesson 04_vqgan_clip.
+
+    All crops of a call come from one ``grid_sample`` (an affine grid per crop: scale, offset,
+    rotation, horizontal flip), so making 32 of them costs about as much as one resize.
+
+    Example:
+        >>> cut = Cutouts(cut_size=16)
+        >>> cut(torch.rand(1, 3, 32, 32), 4, torch.Generator().manual_seed(0)).shape
+        torch.Size([4, 3, 16, 16])
+    """
+
+    cut_size: int
+    scale: tuple[float, float] = (0.85, 1.0)  # crop side / image side
+    rotate_degrees: float = 10.0
+    flip: bool = True
+    noise: float = 0.1  # per-crop noise level drawn from [0, noise]
+    jitter: float = 0.05  # brightness/saturation jitter amplitude
+
+    def __call__(self, image: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+        b, c, h, w = image.shape
+        if b != 1:
+            raise ValueError(f"cutouts take one image (batch 1), got a batch of {b}")
+
+        def rand(*shape):
+            return torch.rand(*shape, generator=generator)
+
+        lo, hi = self.scale
+        s = lo + (hi - lo) * rand(n)
+        # Offsets keep most of the crop inside the image: at scale s the centre can move by 1 - s.
+        tx, ty = (rand(n) * 2 - 1) * (1 - s), (rand(n) * 2 - 1) * (1 - s)
+        angle = (rand(n) * 2 - 1) * math.radians(self.rotate_degrees)
+        flip = torch.where(rand(n) < 0.5, -1.0, 1.0) if self.flip else torch.ones(n)
+        cos, sin = torch.cos(angle) * s, torch.sin(angle) * s
+        theta = torch.stack(
+            [torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1
+        ).to(image)
+        grid = F.affine_grid(theta, [n, c, self.cut_size, self.cut_size], align_corners=False)
+        # Downscaling by more than 2x would alias: pre-blur with an area resize first.
+        src = image
+        if min(h, w) * lo > 2 * self.cut_size:
+            side = 2 * self.cut_size
+            src = F.interpolate(image, size=(side, side), mode="area")
+        cuts = F.grid_sample(
+            src.expand(n, -1, -1, -1),
+            grid,
+            mode="bilinear",
+            padding_mode="border",
+            align_corners=False,
+        )
+        if self.jitter:
+            bright = 1 + (rand(n, 1, 1, 1).to(image) * 2 - 1) * self.jitter
+            grey = cuts.mean(1, keepdim=True)
+            sat = 1 + (rand(n, 1, 1, 1).to(image) * 2 - 1) * self.jitter
+            cuts = (grey + (cuts - grey) * sat) * bright
+        if self.noise:
+            level = rand(n, 1, 1, 1).to(image) * self.noise
+            cuts = cuts + level * torch.randn(cuts.shape, generator=generator).to(image)
+        return cuts
+
+
+# ------------------------------------------------------------------------------------ generation
+
+
+@dataclass
+class GenerationResult:
+    """The final image, the frames along the way and the loss curve."""
+
+    image: Image.Image
+    frames: list[Image.Image] = field(default_factory=list)
+    frame_steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    step_seconds: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    seed: int = 0
+    prompts: list[Prompt] = field(default_factory=list)
+    size: tuple[int, int] = (0, 0)
+
+    def save_animation(self, path: str | Path, fps: int = 8, scale: int = 1) -> Path:
+        """Save the frames as a GIF (or MP4 if imageio-ffmpeg is installed), enlarged ``scale`` x.
+
+        Example:
+            >>> result.save_animation("run.gif")  # doctest: +SKIP
+        """
+        import imageio.v2 as imageio
+
+        path = Path(path)
+        frames = self.frames or [self.image]
+        if scale != 1:
+            frames = [f.resize((f.width * scale, f.height * scale), Image.NEAREST) for f in frames]
+        arrays = [np.asarray(f) for f in frames]
+        suffix = path.suffix.lower()
+        if suffix == ".gif":
+            imageio.mimsave(path, arrays, duration=1.0 / fps, loop=0)
+        elif suffix == ".mp4":
+            try:
+                import imageio_ffmpeg  # noqa: F401
+            except ImportError:
+                raise ValueError(
+                    f"cannot write '{path}': MP4 needs `pip install imageio-ffmpeg`; save as .gif instead"
+                ) from None
+            imageio.mimsave(path, arrays, fps=fps)
+        else:
+            raise ValueError(
+                f"unknown animation format {path.suffix!r} in '{path}': use .gif or .mp4"
+            )
+        return path
+
+
+def ink_penalty(weight: float = 1.0) -> Callable[[torch.Tensor], torch.Tensor]:
+    """An ``image_loss`` for ``generate``: ``weight`` x the mean brightness of the image.
+
+    Introduced in lesson 04_vqgan_clip. A prior for pictures of one object on black (Shapes World):
+    every bright pixel costs a little, so CLIP's pull has to pay for each blob it paints.
+
+    Example:
+        >>> float(ink_penalty(2.0)(torch.ones(1, 3, 4, 4)))
+        2.0
+    """
+    if not isinstance(weight, (int, float)) or weight < 0:
+        raise ValueError(f"ink weight must be a non-negative number, got {weight!r}")
+
+    def loss(image: torch.Tensor) -> torch.Tensor:
+        return image.amax(1).mean() * weight
+
+    return loss
+
+
+def check_size(size: int | Sequence[int], factor: int) -> tuple[int, int]:
+    """(width, height) rounded to multiples of the VQGAN's downsampling factor, with a warning.
+
+    Introduced in lesson 04_vqgan_clip.
+
+    Example:
+        >>> check_size(64, 16)
+        (64, 64)
+    """
+    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+        size = (int(size), int(size))
+    if (
+        not isinstance(size, Sequence)
+        or len(size) != 2
+        or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in size)
+    ):
+        raise ValueError(f"size {size!r} must be an int or (width, height) of ints, e.g. 256")
+    if min(size) < 1:
+        raise ValueError(f"size {tuple(size)!r} must be positive, e.g. {16 * factor}")
+    rounded = tuple(max(factor, int(round(s / factor)) * factor) for s in size)
+    if rounded != tuple(size):
+        warnings.warn(
+            f"image size {tuple(size)} is not a multiple of the VQGAN's downsampling factor {factor}: "
+            f"using {rounded} (each code is {factor}x{factor} pixels)",
+            UserWarning,
+            stacklevel=3,
+        )
+    return rounded  # type: ignore[return-value]
+
+
+def clip_input_spec(clip_model, preprocess=None) -> tuple[int, tuple, tuple]:
+    """(input side, mean, std) of a CLIP model, read from its preprocess transform when given."""
+    size = getattr(getattr(clip_model, "visual", None), "image_size", 224)
+    size = int(size[0] if isinstance(size, (tuple, list)) else size)
+    mean, std = OPENAI_MEAN, OPENAI_STD
+    cfg = getattr(getattr(clip_model, "visual", None), "preprocess_cfg", None) or {}
+    mean, std = tuple(cfg.get("mean", mean)), tuple(cfg.get("std", std))
+    for t in getattr(preprocess, "transforms", []):
+        if type(t).__name__ == "Normalize":
+            mean, std = tuple(float(v) for v in t.mean), tuple(float(v) for v in t.std)
+    return size, mean, std
+
+
+def _decoder_dtype(vqgan, device: torch.device, precision: str) -> torch.dtype:
+    if precision not in ("auto", "float32", "bfloat16"):
+        raise ValueError(f"unknown precision {precision!r}: choose 'auto', 'float32' or 'bfloat16'")
+    if precision != "auto":
+        return getattr(torch, precision)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if device.type == "cpu" and vqgan.config.ch >= 64:
+        # Measured on a 2-core AVX512-BF16 CPU: the f16 decoder's forward+backward is ~3x faster.
+        try:
+            if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+                return torch.bfloat16
+        except (AttributeError, RuntimeError):  # pragma: no cover - older torch
+            pass
+    return torch.float32
+
+
+def _init_latents(vqgan, init_image, wh: tuple[int, int], generator, device) -> torch.Tensor:
+    w, h = wh
+    f = vqgan.factor
+    if init_image is not None:
+        from lessonlib.images import load_image
+
+        pil = load_image(init_image).resize((w, h), Image.LANCZOS)
+        x = torch.from_numpy(np.array(pil)).permute(2, 0, 1).float().div(127.5).sub(1)
+        with torch.no_grad():
+            return vqgan.encode(x[None].to(device))
+    codes = torch.randint(vqgan.config.n_embed, (1, h // f, w // f), generator=generator)
+    with torch.no_grad():
+        return vqgan.codes_to_latents(codes.to(device)).clone()
+
+
+def _to_pil(image: torch.Tensor) -> Image.Image:
+    arr = image.detach()[0].float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu()
+    return Image.fromarray(arr.numpy())
+
+
+@contextlib.contextmanager
+def _frozen(*models):
+    """Turn off requires_grad on every parameter (no weight gradients), restore afterwards."""
+    saved = [(p, p.requires_grad) for m in models for p in m.parameters()]
+    modes = [(m, m.training) for m in models]
+    try:
+        for m in models:
+            m.eval().requires_grad_(False)
+        yield
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)
+        for m, training in modes:
+            m.train(training)
+
+
+def encode_prompts(clip_model, tokenizer, prompts: list[Prompt], device) -> torch.Tensor:
+    """Unit-length text embeddings (one row per prompt), computed without gradients."""
+    with torch.no_grad():
+        tokens = tokenizer([p.text for p in prompts]).to(device)
+        return F.normalize(clip_model.encode_text(tokens).float(), dim=-1)
+
+
+def generate(
+    prompts: str | Sequence[str],
+    vqgan,
+    clip_model,
+    tokenizer,
+    preprocess=None,
+    size: int | Sequence[int] = 256,
+    steps: int = 100,
+    lr: float = 0.1,
+    cutn: int = 32,
+    cut_scale: tuple[float, float] = (0.85, 1.0),
+    chunk: int = 8,
+    cutouts: Cutouts | None = None,
+    image_loss: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    seed: int = 0,
+    init_image=None,
+    init_weight: float = 0.0,
+    frame_every: int = 10,
+    precision: str = "auto",
+    checkpoint_levels: int = 0,
+    progress: bool = True,
+    callback: Callable[[int, Image.Image, float], None] | None = None,
+    device: str | torch.device | None = None,
+) -> GenerationResult:
+    """Generate an image for ``prompts`` by optimising the VQGAN latents with CLIP as the critic.
+
+    Introduced in lesson 04_vqgan_clip.
+
+    Args:
+        prompts: ``"text|text:weight|text:-weight"`` or a list of such texts (see ``parse_prompts``).
+        vqgan, clip_model, tokenizer, preprocess: a ``lessonlib.vqgan.VQGAN`` and an open_clip-style
+            model (``encode_image`` / ``encode_text``) with its tokenizer and (optionally) preprocess,
+            from which the input size and normalisation are read.
+        size: image side, or (width, height); rounded to a multiple of the VQGAN factor (warning).
+        steps, lr: Adam steps on the latents and their learning rate.
+        cutn, cut_scale, chunk: crops per step, their size range (fraction of the image side), and how
+            many go through CLIP at once (peak memory grows with ``chunk``, not ``cutn``).
+        cutouts: a ``Cutouts`` with other augmentation settings (its ``cut_size`` must be CLIP's).
+        image_loss: an extra loss on the whole image (1, 3, H, W) in [0, 1], added to CLIP's, e.g.
+            ``ink_penalty(1.0)``, a prior for "one object on a black background".
+        seed: fixes the initial codes, the crops and the noise (same seed, same picture on one machine).
+        init_image: start from this picture (path / PIL / array) instead of random codes;
+            ``init_weight`` > 0 also keeps the latents close to it.
+        frame_every: keep a frame every this many steps (``GenerationResult.frames``), and call
+            ``callback(step, frame, loss)`` (e.g. a live preview widget) at the same moments.
+        precision: decoder precision; ``"auto"`` uses bfloat16 where it is measurably faster.
+        checkpoint_levels: recompute the decoder's highest-resolution levels in the backward pass
+            instead of storing them (less peak memory, a little more time; see ``VQGAN.decode_lean``).
+
+    Example:
+        >>> from lessonlib.vqgan import load_vqgan
+        >>> from lessonlib.models import load_tiny_clip
+        >>> clip_model, preprocess, tokenizer = load_tiny_clip()
+        >>> result = generate("a large red circle", load_vqgan(), clip_model, tokenizer, preprocess,
+        ...                   size=32, steps=5, cutn=8, progress=False)
+        >>> result.image.size
+        (32, 32)
+    """
+    from tqdm.auto import tqdm
+
+    parsed = parse_prompts(prompts)
+    for name, value, low in (("steps", steps, 1), ("cutn", cutn, 1), ("chunk", chunk, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    lo, hi = cut_scale
+    if not 0 < lo <= hi <= 1:
+        raise ValueError(
+            f"cut_scale {cut_scale!r} must satisfy 0 < low <= high <= 1, e.g. (0.85, 1.0)"
+        )
+    wh = check_size(size, vqgan.factor)
+    device = torch.device(device) if device is not None else next(vqgan.parameters()).device
+    cut_size, mean, std = clip_input_spec(clip_model, preprocess)
+    mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    if cutouts is None:
+        cutouts = Cutouts(cut_size, scale=(lo, hi))
+    elif not isinstance(cutouts, Cutouts):
+        raise TypeError(
+            f"cutouts must be a lessonlib.generate.Cutouts, got {type(cutouts).__name__}"
+        )
+    elif cutouts.cut_size != cut_size:
+        raise ValueError(
+            f"cutouts.cut_size={cutouts.cut_size} but this CLIP takes {cut_size}x{cut_size} images: "
+            f"use Cutouts({cut_size}, ...)"
+        )
+    dec_dtype = _decoder_dtype(vqgan, device, precision)
+    generator = torch.Generator().manual_seed(seed)
+    weights = torch.tensor([p.weight for p in parsed], device=device)
+
+    start = time.perf_counter()
+    with _frozen(vqgan, clip_model):
+        text = encode_prompts(clip_model, tokenizer, parsed, device)
+        z = _init_latents(vqgan, init_image, wh, generator, device).requires_grad_(True)
+        z_init = z.detach().clone()
+        book = vqgan.codebook.detach()
+        z_min = book.min(0).values.view(1, -1, 1, 1)
+        z_max = book.max(0).values.view(1, -1, 1, 1)
+        opt = torch.optim.Adam([z], lr=lr)
+        result = GenerationResult(image=None, seed=seed, prompts=parsed, size=wh)  # type: ignore[arg-type]
+        bar = tqdm(range(steps), desc="VQGAN+CLIP", disable=not progress, mininterval=1)
+        for step in bar:
+            t_step = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            z_q = quantize_straight_through(z, book)
+            with torch.autocast(device.type, dtype=dec_dtype, enabled=dec_dtype != torch.float32):
+                decoded = vqgan.decode_lean(z_q, checkpoint_levels=checkpoint_levels)
+            image = clamp_with_grad(decoded.float().add(1).div(2), 0.0, 1.0)
+            # CLIP on crops, chunk by chunk, gradients accumulating in a detached copy of the image.
+            leaf = image.detach().requires_grad_(True)
+            loss_value = 0.0
+            for first in range(0, cutn, chunk):
+                n = min(chunk, cutn - first)
+                crops = cutouts(leaf, n, generator)
+                emb = clip_model.encode_image((crops - mean_t) / std_t).float()
+                dists = spherical_distance(emb[:, None, :], text[None, :, :])  # (n, prompts)
+                loss = (dists.mean(0) * weights).sum() * (n / cutn)
+                loss.backward()
+                loss_value += loss.item()
+            if image_loss is not None:
+                extra = image_loss(leaf)
+                extra.backward()
+                loss_value += extra.item()
+            if init_weight:
+                anchor = F.mse_loss(z, z_init) * init_weight
+                anchor.backward()
+                loss_value += anchor.item()
+            image.backward(leaf.grad)  # one pass back through the decoder into z
+            opt.step()
+            with torch.no_grad():
+                z.copy_(torch.maximum(torch.minimum(z, z_max), z_min))
+            result.losses.append(loss_value)
+            result.step_seconds.append(time.perf_counter() - t_step)
+            if step % frame_every == 0 or step == steps - 1:
+                frame = _to_pil(image)
+                result.frames.append(frame)
+                result.frame_steps.append(step)
+                if callback is not None:
+                    callback(step, frame, loss_value)
+            bar.set_postfix(loss=f"{loss_value:.3f}")
+        with torch.no_grad():
+            z_q = quantize_straight_through(z, book)
+            final = vqgan.decode(z_q).float().add(1).div(2).clamp(0, 1)
+        result.image = _to_pil(final)
+        if result.frames and result.frame_steps[-1] == steps - 1:
+            result.frames[-1] = result.image
+    result.seconds = time.perf_counter() - start
+    return result

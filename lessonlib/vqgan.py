@@ -1,0 +1,575 @@
+"""VQGAN: a convolutional autoencoder whose latent grid is snapped to a learned codebook.
+
+Introduced in lesson 04_vqgan_clip.
+
+The model is assembled from ``taming.modules`` (the building blocks of taming-transformers: ``Encoder``,
+``Decoder``, ``VectorQuantizer2``) with the same attribute names as taming's ``VQModel``
+(``encoder``, ``quant_conv``, ``quantize``, ``post_quant_conv``, ``decoder``), so the state dict of an
+official taming checkpoint (``vqgan_imagenet_f16_16384``, ``vqgan_imagenet_f16_1024``) loads as it is.
+
+What is deliberately *not* used: ``taming.models`` (it imports a pytorch-lightning API that no longer
+exists) and the ``target:`` class names in taming's yaml files (importing a class named in a downloaded
+file would run code from the internet). From the yaml we read numbers only; from the ``.ckpt`` we read
+tensors only (``torch.load(weights_only=True)``; see ``load_checkpoint_state``).
+
+Example:
+    >>> cfg = VQGANConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, n_embed=64, embed_dim=16,
+    ...                   z_channels=16, resolution=32, attn_resolutions=())
+    >>> cfg.factor
+    4
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import pickle
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+TINY_VQGAN_WEIGHTS = WEIGHTS_DIR / "tiny_vqgan.safetensors"
+REPRODUCE_COMMAND = "python -m lessonlib.train_tiny_vqgan"
+
+# The two official ImageNet VQGANs of taming-transformers (Esser, Rombach & Ommer 2021). Files are
+# ~1 GB each; `download_taming_vqgan` fetches them once into lessonlib's cache (pretrained mode only).
+TAMING_VQGANS = {
+    "vqgan_imagenet_f16_16384": {
+        "ckpt": "https://heibox.uni-heidelberg.de/d/a7530b09fed84f80a887/files/?p=%2Fckpts%2Flast.ckpt&dl=1",
+        "yaml": "https://heibox.uni-heidelberg.de/d/a7530b09fed84f80a887/files/?p=%2Fconfigs%2Fmodel.yaml&dl=1",
+    },
+    "vqgan_imagenet_f16_1024": {
+        "ckpt": "https://heibox.uni-heidelberg.de/d/8088892a516d4e3baf92/files/?p=%2Fckpts%2Flast.ckpt&dl=1",
+        "yaml": "https://heibox.uni-heidelberg.de/d/8088892a516d4e3baf92/files/?p=%2Fconfigs%2Fmodel.yaml&dl=1",
+    },
+}
+
+# Globals that PyTorch-Lightning checkpoints of 2020-21 contain outside their "state_dict" (callback
+# state, numpy scalars). They are replaced by an inert placeholder: nothing is imported, no code runs,
+# and everything outside "state_dict" is thrown away. Any other global makes loading fail.
+INERT_GLOBALS = frozenset(
+    {
+        "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint",
+        "pytorch_lightning.callbacks.early_stopping.EarlyStopping",
+        "pytorch_lightning.callbacks.lr_monitor.LearningRateMonitor",
+        "lightning.pytorch.callbacks.model_checkpoint.ModelCheckpoint",
+        "numpy.core.multiarray.scalar",
+        "numpy._core.multiarray.scalar",
+        "numpy.dtype",
+        "argparse.Namespace",
+    }
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or config file that lessonlib refuses or cannot use (the message says why)."""
+
+
+@dataclass
+class VQGANConfig:
+    """Architecture of a VQGAN: taming's ``ddconfig`` plus the codebook size.
+
+    Introduced in lesson 04_vqgan_clip.
+
+    ``factor`` (the downsampling factor f) is ``2 ** (len(ch_mult) - 1)``: an image of side ``s`` becomes
+    a grid of ``s / f`` x ``s / f`` codes, each one of ``n_embed`` vectors of length ``embed_dim``.
+
+    Example:
+        >>> VQGANConfig.imagenet_f16_16384().factor
+        16
+    """
+
+    ch: int = 128
+    ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
+    num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (16,)
+    z_channels: int = 256
+    resolution: int = 256
+    n_embed: int = 16384
+    embed_dim: int = 256
+    in_channels: int = 3
+    out_ch: int = 3
+    dropout: float = 0.0
+    extra: dict = field(default_factory=dict)  # provenance notes (not architecture)
+
+    def __post_init__(self) -> None:
+        self.ch_mult = tuple(int(m) for m in self.ch_mult)
+        self.attn_resolutions = tuple(int(r) for r in self.attn_resolutions)
+        for name in ("ch", "num_res_blocks", "z_channels", "resolution", "n_embed", "embed_dim"):
+            value = getattr(self, name)
+            low = 0 if name == "num_res_blocks" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"VQGANConfig.{name} must be an integer >= {low}, got {value!r}")
+        if self.ch % 32 or self.z_channels % 32:
+            raise ValueError(
+                f"VQGANConfig.ch={self.ch} and z_channels={self.z_channels} must be multiples of 32 "
+                "(taming's GroupNorm uses 32 groups)"
+            )
+        if not self.ch_mult or any(m < 1 for m in self.ch_mult):
+            raise ValueError(f"VQGANConfig.ch_mult must be positive integers, got {self.ch_mult!r}")
+
+    @property
+    def factor(self) -> int:
+        """Downsampling factor f: pixels per code along each side."""
+        return 2 ** (len(self.ch_mult) - 1)
+
+    def ddconfig(self) -> dict:
+        """The keyword arguments of taming's ``Encoder`` / ``Decoder``."""
+        return dict(
+            double_z=False,
+            z_channels=self.z_channels,
+            resolution=self.resolution,
+            in_channels=self.in_channels,
+            out_ch=self.out_ch,
+            ch=self.ch,
+            ch_mult=list(self.ch_mult),
+            num_res_blocks=self.num_res_blocks,
+            attn_resolutions=list(self.attn_resolutions),
+            dropout=self.dropout,
+        )
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ch_mult"], d["attn_resolutions"] = list(self.ch_mult), list(self.attn_resolutions)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> VQGANConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise CheckpointError(
+                f"unknown VQGAN config keys {unknown}: expected some of {sorted(known)}"
+            )
+        return cls(**d)
+
+    @classmethod
+    def imagenet_f16_16384(cls) -> VQGANConfig:
+        """The architecture of taming's ``vqgan_imagenet_f16_16384`` (from its model.yaml)."""
+        return cls(n_embed=16384)
+
+    @classmethod
+    def imagenet_f16_1024(cls) -> VQGANConfig:
+        """The architecture of taming's ``vqgan_imagenet_f16_1024`` (from its model.yaml)."""
+        return cls(n_embed=1024)
+
+
+def config_from_taming_yaml(path: str | Path) -> VQGANConfig:
+    """Read a taming ``model.yaml`` into a ``VQGANConfig``: numbers only, its ``target`` is never imported.
+
+    Introduced in lesson 04_vqgan_clip.
+
+    Example:
+        >>> cfg = config_from_taming_yaml("vqgan_imagenet_f16_16384.yaml")  # doctest: +SKIP
+        >>> cfg.n_embed
+        16384
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"VQGAN config '{path}' not found: give the model.yaml that came with the checkpoint "
+            f"(or call download_taming_vqgan(name) for one of {', '.join(TAMING_VQGANS)})"
+        )
+    try:
+        doc = yaml.safe_load(path.read_text())  # safe_load builds plain dicts/lists, never objects
+    except yaml.YAMLError as err:
+        raise CheckpointError(f"'{path}' is not valid YAML: {err}") from err
+    try:
+        target = doc["model"].get("target", "")
+        params = doc["model"]["params"]
+        dd = params["ddconfig"]
+        n_embed, embed_dim = params["n_embed"], params["embed_dim"]
+    except (KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(
+            f"'{path}' is not a taming VQGAN config: it needs model.params.ddconfig, "
+            f"model.params.n_embed and model.params.embed_dim (missing {err})"
+        ) from err
+    # The class name is only compared as text, to refuse models this module cannot build.
+    if not str(target).endswith("VQModel"):
+        raise CheckpointError(
+            f"'{path}' describes a {target!r}; lessonlib builds plain taming VQModels "
+            "(taming.models.vqgan.VQModel, e.g. vqgan_imagenet_f16_16384 / f16_1024)"
+        )
+    if dd.get("double_z", False):
+        raise CheckpointError(f"'{path}' has double_z=true (a KL autoencoder), not a VQGAN")
+    return VQGANConfig(
+        ch=dd["ch"],
+        ch_mult=tuple(dd["ch_mult"]),
+        num_res_blocks=dd["num_res_blocks"],
+        attn_resolutions=tuple(dd.get("attn_resolutions", ())),
+        z_channels=dd["z_channels"],
+        resolution=dd["resolution"],
+        in_channels=dd.get("in_channels", 3),
+        out_ch=dd.get("out_ch", 3),
+        dropout=float(dd.get("dropout", 0.0)),
+        n_embed=int(n_embed),
+        embed_dim=int(embed_dim),
+        extra={"source": str(path.name)},
+    )
+
+
+class VQGAN(nn.Module):
+    """Encoder -> 1x1 conv -> nearest codebook vector -> 1x1 conv -> decoder, built from taming.modules.
+
+    Introduced in lesson 04_vqgan_clip.
+
+    Images are float tensors in [-1, 1] (taming's convention), shape (B, 3, H, W) with H and W
+    multiples of ``config.factor``.
+
+    Example:
+        >>> cfg = VQGANConfig(ch=16, ch_mult=(1, 2), num_res_blocks=1, n_embed=32, embed_dim=8,
+        ...                   z_channels=8, resolution=16, attn_resolutions=())
+        >>> model = VQGAN(cfg)
+        >>> x = torch.zeros(1, 3, 16, 16)
+        >>> model.decode_codes(model.encode_to_codes(x)).shape
+        torch.Size([1, 3, 16, 16])
+    """
+
+    def __init__(self, config: VQGANConfig, legacy_beta: bool = True) -> None:
+        super().__init__()
+        from taming.modules.diffusionmodules.model import Decoder, Encoder
+        from taming.modules.vqvae.quantize import VectorQuantizer2
+
+        self.config = config
+        dd = config.ddconfig()
+        with contextlib.redirect_stdout(io.StringIO()):  # taming prints the z shape on construction
+            self.encoder = Encoder(**dd)
+            self.decoder = Decoder(**dd)
+        self.quantize = VectorQuantizer2(
+            config.n_embed, config.embed_dim, beta=0.25, legacy=legacy_beta
+        )
+        self.quant_conv = nn.Conv2d(config.z_channels, config.embed_dim, 1)
+        self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, 1)
+
+    @property
+    def factor(self) -> int:
+        return self.config.factor
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """The (n_embed, embed_dim) codebook."""
+        return self.quantize.embedding.weight
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Continuous latents before quantisation, (B, embed_dim, H/f, W/f)."""
+        return self.quant_conv(self.encoder(x))
+
+    def nearest_codes(self, z: torch.Tensor) -> torch.Tensor:
+        """Index of the nearest codebook vector at every grid cell: (B, h, w) integers."""
+        flat = z.movedim(1, -1).reshape(-1, z.shape[1])
+        book = self.codebook
+        d = flat.pow(2).sum(1, keepdim=True) + book.pow(2).sum(1) - 2 * flat @ book.T
+        return d.argmin(1).view(z.shape[0], z.shape[2], z.shape[3])
+
+    def codes_to_latents(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codebook vectors of a (B, h, w) index grid, as (B, embed_dim, h, w)."""
+        return self.codebook[codes].movedim(-1, 1)
+
+    def decode(self, z_q: torch.Tensor) -> torch.Tensor:
+        """Image in [-1, 1] (roughly) from quantised latents (B, embed_dim, h, w)."""
+        return self.decoder(self.post_quant_conv(z_q))
+
+    def decode_lean(self, z_q: torch.Tensor, checkpoint_levels: int = 0) -> torch.Tensor:
+        """``decode`` with less memory for backward passes: the same modules and maths as taming's
+        ``Decoder.forward``, with ``F.silu`` (one saved tensor) instead of ``x * sigmoid(x)`` (two),
+        PyTorch's fused attention, and optionally the residual blocks of the ``checkpoint_levels``
+        highest-resolution levels recomputed in the backward pass instead of stored (less memory, one
+        more forward of those blocks).
+        Used by ``lessonlib.generate``; ``tests/test_vqgan.py`` checks it against taming's forward.
+        """
+        from torch.utils.checkpoint import checkpoint
+
+        dec = self.decoder
+        h = dec.conv_in(self.post_quant_conv(z_q))
+        h = _resblock(dec.mid.block_1, h)
+        h = _attention(dec.mid.attn_1, h)
+        h = _resblock(dec.mid.block_2, h)
+        for i_level in reversed(range(dec.num_resolutions)):
+            level = dec.up[i_level]
+            recompute = i_level < checkpoint_levels and torch.is_grad_enabled()
+            for i_block in range(dec.num_res_blocks + 1):
+                if recompute:  # keep only this block's input; redo its forward during backward
+                    h = checkpoint(_resblock, level.block[i_block], h, use_reentrant=False)
+                else:
+                    h = _resblock(level.block[i_block], h)
+                if len(level.attn) > 0:
+                    h = _attention(level.attn[i_block], h)
+            if i_level != 0:
+                h = level.upsample(h)
+        if dec.give_pre_end:
+            return h
+        return dec.conv_out(F.silu(dec.norm_out(h)))
+
+    def encode_to_codes(self, x: torch.Tensor) -> torch.Tensor:
+        """Image in [-1, 1] -> (B, h, w) code indices."""
+        return self.nearest_codes(self.encode(x))
+
+    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """(B, h, w) code indices -> image in [-1, 1]."""
+        return self.decode(self.codes_to_latents(codes))
+
+    def forward(self, x: torch.Tensor):
+        """Reconstruction, VQ loss (codebook + beta * commitment) and code indices, as in taming."""
+        z_q, vq_loss, (_, _, indices) = self.quantize(self.encode(x))
+        return self.decode(z_q), vq_loss, indices.view(x.shape[0], -1)
+
+
+def _resblock(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """taming's ResnetBlock.forward (no timestep embedding), with F.silu."""
+    h = block.conv1(F.silu(block.norm1(x)))
+    h = block.conv2(block.dropout(F.silu(block.norm2(h))))
+    if block.in_channels != block.out_channels:
+        x = block.conv_shortcut(x) if block.use_conv_shortcut else block.nin_shortcut(x)
+    return x + h
+
+
+def _attention(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """taming's AttnBlock.forward (single-head attention over pixels), with fused attention."""
+    h = block.norm(x)
+    b, c, hh, ww = h.shape
+    q, k, v = (
+        conv(h).reshape(b, 1, c, hh * ww).transpose(2, 3) for conv in (block.q, block.k, block.v)
+    )
+    out = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(c), as taming
+    return x + block.proj_out(out.transpose(2, 3).reshape(b, c, hh, ww))
+
+
+# ----------------------------------------------------------------------------------------- loading
+
+
+def _inert_class(full_name: str) -> type:
+    """A placeholder type named after a checkpoint global: accepts anything, runs nothing."""
+
+    def _new(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def _init(self, *args, **kwargs) -> None:
+        self.args = args
+
+    def _setstate(self, state) -> None:
+        self.state = state
+
+    module, _, name = full_name.rpartition(".")
+    return type(
+        name,
+        (),
+        {
+            "__new__": _new,
+            "__init__": _init,
+            "__setstate__": _setstate,
+            "__module__": "lessonlib.vqgan.inert",
+            "__repr__": lambda self: f"<inert placeholder for {full_name}>",
+        },
+    )
+
+
+def load_checkpoint_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The model tensors of a taming ``.ckpt`` (or a ``.safetensors``), without importing any code.
+
+    Introduced in lesson 04_vqgan_clip.
+
+    ``torch.load(weights_only=True)`` refuses any pickled global that is not a plain tensor or
+    container. Lightning checkpoints name a few harmless ones (the ``ModelCheckpoint`` callback's class,
+    numpy scalars); those listed in ``INERT_GLOBALS`` are swapped for placeholders that run nothing, and
+    any other global is refused with a ``CheckpointError``. The discriminator/LPIPS weights (``loss.*``)
+    are dropped.
+
+    Example:
+        >>> state = load_checkpoint_state("last.ckpt")  # doctest: +SKIP
+        >>> "quantize.embedding.weight" in state
+        True
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"VQGAN checkpoint '{path}' not found: give the path of a taming .ckpt or a .safetensors "
+            f"file (download_taming_vqgan(name) fetches one of {', '.join(TAMING_VQGANS)}; "
+            f"`{REPRODUCE_COMMAND}` rebuilds the tiny one)"
+        )
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            try:
+                names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+            except Exception as err:  # not a torch zip file at all
+                raise CheckpointError(
+                    f"'{path}' is not a readable PyTorch checkpoint: {err}"
+                ) from err
+            refused = sorted(set(names) - INERT_GLOBALS)
+            if refused:
+                raise CheckpointError(
+                    f"checkpoint '{path}' refers to code that lessonlib will not import: {refused}. "
+                    "Only tensors, plain containers and these harmless Lightning/numpy names are "
+                    f"accepted: {sorted(INERT_GLOBALS)}. Re-save the weights with safetensors."
+                ) from None
+            stubs = [(_inert_class(n), n) for n in names]
+            with torch.serialization.safe_globals(stubs):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, OSError) as err:
+            raise CheckpointError(f"'{path}' is not a readable PyTorch checkpoint: {err}") from err
+        if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+            state = obj["state_dict"]
+        elif isinstance(obj, dict):
+            state = obj
+        else:
+            raise CheckpointError(
+                f"'{path}' holds a {type(obj).__name__}, not a state dict: expected a Lightning "
+                "checkpoint (a dict with 'state_dict') or a plain dict of tensors"
+            )
+    tensors = {k: v for k, v in state.items() if not k.startswith("loss.")}
+    not_tensors = [k for k, v in tensors.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(f"'{path}': entries {not_tensors[:5]} are not tensors")
+    return tensors
+
+
+def build_vqgan(
+    config: VQGANConfig, state: dict[str, torch.Tensor], source: str = "state"
+) -> VQGAN:
+    """A frozen, eval-mode ``VQGAN`` with ``state`` loaded; mismatches are reported by name and shape."""
+    model = VQGAN(config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"weights in {source} do not fit this VQGAN config: {len(missing)} missing "
+            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}). "
+            "Use the yaml that came with the checkpoint."
+        )
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise CheckpointError(
+                f"weight '{name}' in {source} has shape {tuple(tensor.shape)}, the config needs "
+                f"{tuple(expected[name].shape)}: use the yaml that came with the checkpoint"
+            )
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    return model.eval().requires_grad_(False)
+
+
+def load_taming_vqgan(ckpt_path: str | Path, yaml_path: str | Path) -> VQGAN:
+    """Load an official taming VQGAN (``last.ckpt`` + ``model.yaml``) without pytorch-lightning.
+
+    Introduced in lesson 04_vqgan_clip.
+
+    Example:
+        >>> vqgan = load_taming_vqgan("vqgan_imagenet_f16_16384.ckpt",
+        ...                           "vqgan_imagenet_f16_16384.yaml")  # doctest: +SKIP
+        >>> vqgan.factor
+        16
+    """
+    config = config_from_taming_yaml(yaml_path)
+    state = load_checkpoint_state(ckpt_path)
+    return build_vqgan(config, state, source=f"'{ckpt_path}'")
+
+
+def download_taming_vqgan(name: str = "vqgan_imagenet_f16_16384") -> tuple[Path, Path]:
+    """Download (once) an official taming VQGAN into lessonlib's cache: ``(ckpt_path, yaml_path)``.
+
+    Introduced in lesson 04_vqgan_clip. Pretrained mode only: in offline mode it raises at once
+    instead of waiting for a network that is not there.
+
+    Example:
+        >>> ckpt, yaml_path = download_taming_vqgan("vqgan_imagenet_f16_16384")  # doctest: +SKIP
+    """
+    from lessonlib.environment import cache_dir, get_mode
+
+    if name not in TAMING_VQGANS:
+        raise ValueError(f"unknown VQGAN {name!r}: choose one of {', '.join(TAMING_VQGANS)}")
+    folder = cache_dir() / "vqgan" / name
+    ckpt, yml = folder / "last.ckpt", folder / "model.yaml"
+    if ckpt.is_file() and yml.is_file():
+        return ckpt, yml
+    if get_mode() == "offline":
+        raise FileNotFoundError(
+            f"{name} is not in the cache ('{folder}') and lessonlib is in offline mode: run "
+            "lessonlib.setup(mode='pretrained') with internet, or use the tiny VQGAN (load_tiny_vqgan())"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    for url, dest in ((TAMING_VQGANS[name]["yaml"], yml), (TAMING_VQGANS[name]["ckpt"], ckpt)):
+        if not dest.is_file():
+            tmp = dest.with_suffix(dest.suffix + ".part")
+            torch.hub.download_url_to_file(url, str(tmp), progress=True)
+            tmp.replace(dest)
+    return ckpt, yml
+
+
+def load_pretrained_vqgan(name: str = "vqgan_imagenet_f16_16384") -> VQGAN:
+    """``download_taming_vqgan`` + ``load_taming_vqgan``. Introduced in lesson 04_vqgan_clip."""
+    ckpt, yml = download_taming_vqgan(name)
+    return load_taming_vqgan(ckpt, yml)
+
+
+def save_vqgan(
+    model: VQGAN, path: str | Path, extra: dict | None = None, half: bool = False
+) -> Path:
+    """Save weights as safetensors and the config beside them as ``.json`` (same name).
+
+    Introduced in lesson 04_vqgan_clip.
+
+    Example:
+        >>> save_vqgan(model, "/tmp/my_vqgan.safetensors")  # doctest: +SKIP
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    save_file(state, str(path))
+    info = {"config": model.config.to_dict(), **(extra or {})}
+    path.with_suffix(".json").write_text(json.dumps(info, indent=1))
+    return path
+
+
+def load_vqgan(path: str | Path | None = None) -> VQGAN:
+    """Load a VQGAN saved by ``save_vqgan`` (default: the shipped tiny Shapes World VQGAN).
+
+    Introduced in lesson 04_vqgan_clip.
+
+    Example:
+        >>> vqgan = load_vqgan()
+        >>> vqgan.factor
+        4
+    """
+    from safetensors.torch import load_file
+
+    path = TINY_VQGAN_WEIGHTS if path is None else Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"VQGAN weights not found at '{path}': reinstall lessonlib or run `{REPRODUCE_COMMAND}`"
+        )
+    config_path = path.with_suffix(".json")
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"VQGAN config not found at '{config_path}' (it sits beside the weights, same name, "
+            ".json): save models with lessonlib.vqgan.save_vqgan"
+        )
+    info = json.loads(config_path.read_text())
+    if "config" not in info:
+        raise CheckpointError(f"'{config_path}' has no 'config' entry: not written by save_vqgan")
+    config = VQGANConfig.from_dict(info["config"])
+    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    return build_vqgan(config, state, source=f"'{path}'")
+
+
+load_tiny_vqgan = load_vqgan
+
+
+def tiny_vqgan_info(path: str | Path | None = None) -> dict:
+    """The .json beside the tiny VQGAN: config, training command, reconstruction quality."""
+    path = TINY_VQGAN_WEIGHTS if path is None else Path(path)
+    return json.loads(path.with_suffix(".json").read_text())

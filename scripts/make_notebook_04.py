@@ -1,0 +1,403 @@
+"""Regenerate notebooks/04_vqgan_clip.ipynb: python scripts/make_notebook_04.py"""
+
+from nbbuild import build, code, md
+
+INTRO = """
+CLIP can say how well a picture matches a sentence. Can it *draw*? Not by itself, but it can be a
+critic: start from some picture, ask CLIP how well it matches "a large red circle", and nudge the picture
+so the score improves. Nudging raw pixels gives noise that fools CLIP; nudging the **latent codes of a
+VQGAN** gives pictures, because the VQGAN's decoder can only paint what it learned to paint.
+
+In this lesson you will
+
+* see a **codebook** and **vector quantisation** in pictures: an image becomes a grid of code numbers;
+* write the three tricks of the VQGAN+CLIP loop: **straight-through** quantisation, random **cutouts**
+  with augmentations, and the **spherical-distance** loss, with **weighted and negative prompts**;
+* generate Shapes World pictures **offline in seconds** and have them checked by an independent judge;
+* with internet, run the real thing: taming-transformers' `vqgan_imagenet_f16_16384` with CLIP ViT-B-32;
+* type prompts into a box and watch the picture form.
+"""
+
+CELLS = [
+    md("""
+## 1. The models
+
+Offline, the lesson uses two small models the course trained on Shapes World: a **tiny VQGAN** (32x32
+images, each turned into an 8x8 grid of codes from a codebook of 256) and the **tiny CLIP** of lesson 01.
+The VQGAN is built from the same `taming.modules` blocks as the big ImageNet VQGANs, with the same
+parameter names, so `lessonlib.vqgan` loads both. The next cell loads them and prints what the VQGAN
+is and how well it reconstructs images it never saw.
+"""),
+    code("""
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from PIL import Image
+
+from lessonlib import data
+from lessonlib.generate import Cutouts, generate, ink_penalty, parse_prompts, spherical_distance
+from lessonlib.judge import judge, object_prompts
+from lessonlib.models import load_tiny_clip
+from lessonlib.vqgan import load_vqgan, tiny_vqgan_info
+
+vqgan = load_vqgan()
+clip_model, preprocess, tokenizer = load_tiny_clip()
+info = tiny_vqgan_info()
+print(f"VQGAN: {vqgan.config.resolution}x{vqgan.config.resolution} images, factor f={vqgan.factor} "
+      f"-> {vqgan.config.resolution // vqgan.factor}x{vqgan.config.resolution // vqgan.factor} codes, "
+      f"codebook {tuple(vqgan.codebook.shape)}")
+print("trained with:", info["command"])
+print("quality on unseen images:", info["test_quality"])
+"""),
+    md("""
+## 2. Vector quantisation in pictures
+
+The encoder turns an image into a grid of vectors; **quantisation** replaces each vector by the
+*nearest* of the codebook's vectors, so the image becomes a grid of code numbers; the decoder paints
+from the codes. Below, for a few Shapes World images: the original, its 8x8 grid of code numbers
+(each colour is one code), and what the decoder paints back. Look at how the black background is the
+same few codes everywhere, and how each shape needs its own codes at its edges.
+"""),
+    code("""
+ds = data.ShapesWorld(5, split="all", seed=7, image_size=vqgan.config.resolution, max_objects=2)
+x = torch.stack([ds.tensor(i) for i in range(len(ds))]) * 2 - 1
+with torch.no_grad():
+    codes = vqgan.encode_to_codes(x)            # (5, 8, 8) integers
+    recon = vqgan.decode_codes(codes).add(1).div(2).clamp(0, 1)
+
+fig, axes = plt.subplots(3, len(ds), figsize=(2.2 * len(ds), 6.6))
+for i in range(len(ds)):
+    axes[0, i].imshow(ds.array(i))
+    axes[0, i].set_title(ds.captions[i], fontsize=7)
+    axes[1, i].imshow(codes[i], cmap="tab20", interpolation="nearest")
+    for (r, c), k in np.ndenumerate(codes[i].numpy()):
+        axes[1, i].text(c, r, str(k), ha="center", va="center", fontsize=5)
+    axes[2, i].imshow(recon[i].permute(1, 2, 0))
+for ax, label in zip(axes[:, 0], ["original", "code numbers", "decoded"]):
+    ax.set_ylabel(label)
+for ax in axes.flat:
+    ax.set_xticks([]), ax.set_yticks([])
+fig.suptitle("An image becomes a grid of code numbers, and back")
+plt.tight_layout()
+plt.show()
+"""),
+    md("""
+Quantisation itself is three lines: squared distance from every latent vector to every codebook
+vector, then the index of the smallest. The next cell writes it out and checks it against the library.
+"""),
+    code("""
+with torch.no_grad():
+    z = vqgan.encode(x)                                    # (5, 32, 8, 8) continuous latents
+    flat = z.movedim(1, -1).reshape(-1, z.shape[1])        # one row per grid cell
+    dist = torch.cdist(flat, vqgan.codebook) ** 2          # (cells, 256) squared distances
+    my_codes = dist.argmin(1).view(codes.shape)
+
+assert torch.equal(my_codes, codes), "nearest-code quantisation should match lessonlib"
+used = codes.unique().numel()
+print(f"{used} different codes used by these {len(ds)} images; "
+      f"mean error of the snap: {dist.min(1).values.mean():.4f}")
+"""),
+    md("""
+What does one code paint? Fill the whole 8x8 grid with a single code and decode it. Each tile below is
+one codebook entry: most are shades of background, some are pieces of colour, edges and corners. A
+generated picture is a mosaic of such pieces, blended by the decoder.
+"""),
+    code("""
+usage = torch.bincount(vqgan.encode_to_codes(
+    torch.stack([data.ShapesWorld(200, split="all", seed=1).tensor(i) for i in range(200)]) * 2 - 1
+).flatten(), minlength=vqgan.config.n_embed)
+popular = usage.argsort(descending=True)[:24]
+with torch.no_grad():
+    tiles = vqgan.decode_codes(popular.view(-1, 1, 1).expand(-1, 8, 8)).add(1).div(2).clamp(0, 1)
+
+fig, axes = plt.subplots(3, 8, figsize=(12, 4.8))
+for ax, tile, k in zip(axes.flat, tiles, popular):
+    ax.imshow(tile.permute(1, 2, 0))
+    ax.set_title(f"code {int(k)} ({int(usage[k])}x)", fontsize=7)
+    ax.axis("off")
+fig.suptitle("The 24 most used codebook entries, each decoded as a whole 8x8 grid")
+plt.show()
+assert info["test_quality"]["psnr_db"] > 24, "the tiny VQGAN should reconstruct unseen images well"
+"""),
+    md("""
+## 3. The VQGAN+CLIP loop
+
+Each step (see `lessonlib/generate.py`, after Katherine Crowson's 2021 notebook):
+
+1. **Straight-through quantisation.** Snap the latents `z` to their nearest codes, `z_q`. The snap has
+   no useful gradient, so the backward pass pretends it was the identity: `z + (z_q - z).detach()`.
+2. **Decode** `z_q` to an image.
+3. **Cutouts.** Take `cutn` random crops (random size and position, a small rotation, flips, a little
+   noise and colour jitter), resized to CLIP's input. CLIP must like the picture from many viewpoints,
+   which rules out pixel patterns that fool one view.
+4. **Spherical-distance loss** between every crop's CLIP embedding and every prompt's:
+   `2 * arcsin(|a - b| / 2)^2` on unit vectors, times the prompt's weight (negative: push away).
+5. **Backward into `z` only** (all weights frozen) and take an Adam step.
+
+Here are 8 cutouts of one Shapes World image, as CLIP would see them:
+"""),
+    code("""
+image = ds.tensor(0)[None]
+cut = Cutouts(cut_size=32)
+crops = cut(image, 8, torch.Generator().manual_seed(0)).clamp(0, 1)
+fig, axes = plt.subplots(1, 9, figsize=(13, 1.8))
+axes[0].imshow(image[0].permute(1, 2, 0))
+axes[0].set_title("image")
+for i, ax in enumerate(axes[1:]):
+    ax.imshow(crops[i].permute(1, 2, 0))
+    ax.set_title(f"cutout {i}", fontsize=8)
+for ax in axes:
+    ax.axis("off")
+fig.suptitle("Random cutouts: scale, shift, rotation, flip, noise")
+plt.show()
+"""),
+    md("""
+Prompts use the usual VQGAN+CLIP syntax: `|` separates prompts, `:weight` weights one, and a negative
+weight steers away from it. Look at how the spherical distance grows with the angle between two
+directions and how a negative weight turns a distance into a reward.
+"""),
+    code("""
+print(parse_prompts("a large red circle|a red square:0.5|a blue shape:-1"))
+
+angles = torch.linspace(0, np.pi, 50)
+a = torch.stack([torch.ones_like(angles), torch.zeros_like(angles)], 1)
+b = torch.stack([torch.cos(angles), torch.sin(angles)], 1)
+plt.figure(figsize=(5, 3))
+plt.plot(np.degrees(angles), spherical_distance(a, b), label="spherical distance")
+plt.plot(np.degrees(angles), 1 - torch.cos(angles), "--", label="1 - cosine")
+plt.xlabel("angle between embeddings (degrees)")
+plt.ylabel("loss")
+plt.title("Spherical distance vs 1 - cosine")
+plt.legend()
+plt.show()
+"""),
+    md("""
+## 4. Drawing Shapes World prompts, offline
+
+Four prompts "a {size} {colour} {shape}", 150 steps each at 32x32. The tiny models make this take
+seconds on a laptop CPU. An **independent judge** (`lessonlib.judge`: pixel colours against Shapes
+World's palette, shape masks fitted to the largest blob, the blob's size; no CLIP involved) says what
+each picture shows. Look at the titles: what the judge saw, and how long each picture took. Then look
+at the pictures: how many blobs, and how sharp are their shapes?
+"""),
+    code("""
+prompts = object_prompts(4, seed=0)
+results, verdicts = [], []
+for i, prompt in enumerate(prompts):
+    result = generate(prompt, vqgan, clip_model, tokenizer, preprocess, size=32, steps=150, cutn=16,
+                      chunk=16, seed=i)
+    results.append(result)
+    verdicts.append(judge(result.image, prompt))
+
+fig, axes = plt.subplots(1, len(prompts), figsize=(3 * len(prompts), 3.4))
+for ax, prompt, result, verdict in zip(axes, prompts, results, verdicts):
+    ax.imshow(result.image.resize((128, 128), Image.NEAREST))
+    ax.set_title(f"{prompt}\\n{verdict.size} {verdict.colour} {verdict.shape} "
+                 f"({'right' if verdict.ok else 'wrong'}), {result.seconds:.0f} s", fontsize=8)
+    ax.axis("off")
+fig.suptitle("Generated offline, judged without CLIP")
+plt.show()
+"""),
+    md("""
+The pictures form over the steps: below, the frames of the first run (kept every 10 steps), and the
+loss, which should fall. `result.save_animation(path)` writes the frames as an animated GIF (here into
+lessonlib's cache folder, `cfg.cache_dir`).
+"""),
+    code("""
+first = results[0]
+fig, axes = plt.subplots(1, len(first.frames), figsize=(1.3 * len(first.frames), 1.8))
+for ax, frame, step in zip(axes, first.frames, first.frame_steps):
+    ax.imshow(frame)
+    ax.set_title(f"step {step}", fontsize=7)
+    ax.axis("off")
+fig.suptitle(f"'{prompts[0]}' forming")
+plt.show()
+
+plt.figure(figsize=(5, 3))
+for prompt, result in zip(prompts, results):
+    plt.plot(result.losses, label=prompt)
+plt.xlabel("step")
+plt.ylabel("spherical-distance loss")
+plt.title("CLIP loss during generation")
+plt.legend(fontsize=7)
+plt.show()
+
+cfg.cache_dir.mkdir(parents=True, exist_ok=True)
+gif_path = first.save_animation(cfg.cache_dir / "vqgan_clip_offline.gif", fps=8, scale=4)
+print("saved", gif_path)
+"""),
+    md("""
+Self-check: the loss falls for every prompt, and the guiding CLIP itself now prefers each picture's
+own prompt over the other three (that is what the optimisation was asked to do). The independent
+judge is stricter: on Shapes World the colour usually comes out right, the shape and size much less
+often. A CLIP this small (its image tower is a ResNet 8 channels wide) is satisfied by blobs of the
+right colour, which is exactly the kind of shortcut cutouts are meant to fight; BENCHMARKS.md
+(Lesson 04) has the measured rates over ten prompts.
+"""),
+    code("""
+with torch.no_grad():
+    texts = torch.nn.functional.normalize(clip_model.encode_text(tokenizer(prompts)), dim=-1)
+    pics = torch.stack([preprocess(r.image) for r in results])
+    sims = torch.nn.functional.normalize(clip_model.encode_image(pics), dim=-1) @ texts.T
+print("CLIP similarity, rows: pictures, columns: prompts\\n", sims.numpy().round(2))
+print(f"judge: colour right {sum(v.colour_ok for v in verdicts)}/{len(prompts)}, "
+      f"shape right {sum(v.shape_ok for v in verdicts)}/{len(prompts)}, "
+      f"size right {sum(v.size_ok for v in verdicts)}/{len(prompts)}, "
+      f"all three {sum(v.ok for v in verdicts)}/{len(prompts)}")
+assert all(np.mean(r.losses[-10:]) < np.mean(r.losses[:10]) for r in results), "loss should fall"
+assert (sims.argmax(1) == torch.arange(len(prompts))).float().mean() >= 0.75
+"""),
+    md("""
+### Negative prompts and init images
+
+Start from an existing picture instead of random codes (`init_image=`), and steer with a weighted
+negative prompt. Here the start is a large blue square; the prompt asks for red and pushes away from
+blue. Look at which of the colour, the shape and the size the optimisation changes.
+"""),
+    code("""
+start = data.render([data.ShapeObject("square", "blue", "large")], image_size=32)
+edit = generate("a large red square|a blue square:-0.5", vqgan, clip_model, tokenizer, preprocess,
+                size=32, steps=100, cutn=16, chunk=16, init_image=start, seed=0)
+fig, axes = plt.subplots(1, 2, figsize=(5, 2.8))
+for ax, img, title in zip(axes, [start, edit.image], ["init image", "after 100 steps"]):
+    ax.imshow(img.resize((128, 128), Image.NEAREST))
+    ax.set_title(title)
+    ax.axis("off")
+fig.suptitle("'a large red square|a blue square:-0.5' from a blue square")
+plt.show()
+print(judge(edit.image, "a large red square"))
+"""),
+    md("""
+## 5. Pretrained: CLIP ViT-B-32 + taming's `vqgan_imagenet_f16_16384`
+
+With internet (`cfg.mode == "pretrained"`) the same `generate` call drives the real models: OpenCLIP
+ViT-B-32 and the ImageNet VQGAN of taming-transformers (f=16, 16,384 codes), loaded from its `.ckpt` and
+`.yaml` by `lessonlib.vqgan` without pytorch-lightning and without importing any class the yaml names.
+On a GPU (a free Colab T4 has room for it) the cell runs 200 steps at 256x256 with 32 cutouts; on a
+CPU it runs a 5-step demo at 128x128 with 8 cutouts, just to show the pieces working (the next cell
+picks by device). The decoder runs in bfloat16 where that is faster, and every weight is frozen.
+"""),
+    code("""
+if cfg.mode == "pretrained":
+    from lessonlib.registry import load_clip
+    from lessonlib.vqgan import load_pretrained_vqgan
+
+    big_clip, big_preprocess, big_tokenizer = load_clip("ViT-B-32")
+    big_vqgan = load_pretrained_vqgan("vqgan_imagenet_f16_16384").to(cfg.device)
+    on_gpu = cfg.device != "cpu"
+    big = generate(
+        "a watercolour painting of a lighthouse at dawn|blurry:-0.5",
+        big_vqgan, big_clip, big_tokenizer, big_preprocess,
+        size=256 if on_gpu else 128,
+        steps=200 if on_gpu else 5,
+        cutn=32 if on_gpu else 8,
+        seed=0,
+    )
+    plt.imshow(big.image)
+    plt.title(f"ViT-B-32 + vqgan_imagenet_f16_16384, {len(big.losses)} steps, {big.seconds:.0f} s")
+    plt.axis("off")
+    plt.show()
+    print("saved", big.save_animation(cfg.cache_dir / "vqgan_clip_pretrained.gif"))
+else:
+    print("offline mode: the pretrained models are skipped (run lessonlib.setup(mode='pretrained') online)")
+"""),
+    md("""
+## 6. Your turn: a prompt box with a live preview
+
+Type a prompt (weights and negative prompts allowed) and press **Draw**; the picture updates every 10
+steps while it forms. In pretrained mode, swap in `big_vqgan, big_clip, big_tokenizer, big_preprocess`.
+The cell also draws one prompt directly, so it shows something when run without clicking.
+"""),
+    code("""
+import ipywidgets as widgets
+from IPython.display import display
+
+
+def png_bytes(img, scale=6):
+    import io
+
+    buf = io.BytesIO()
+    img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+prompt_box = widgets.Text(value="a small yellow triangle", description="prompt")
+draw_button = widgets.Button(description="Draw")
+preview = widgets.Image(format="png", width=192, height=192)
+status = widgets.Label()
+
+
+def draw(_=None):
+    def show(step, frame, loss):
+        preview.value = png_bytes(frame)
+        status.value = f"step {step}, loss {loss:.3f}"
+
+    try:
+        out = generate(prompt_box.value, vqgan, clip_model, tokenizer, preprocess, size=32,
+                       steps=150, cutn=16, chunk=16, seed=0, progress=False, callback=show)
+    except ValueError as err:  # a malformed prompt: show the message instead of a traceback
+        status.value = str(err)
+        return None
+    preview.value = png_bytes(out.image)
+    status.value = f"done in {out.seconds:.1f} s"
+    return out
+
+
+draw_button.on_click(draw)
+display(widgets.VBox([widgets.HBox([prompt_box, draw_button]), preview, status]))
+demo = draw()
+print(status.value, "|", judge(demo.image, prompt_box.value))
+"""),
+    md("""
+## Summary
+
+* A **VQGAN** encodes an image into a grid of vectors, snaps each to the nearest **codebook** entry and
+  decodes the grid of codes; the codebook is a learned alphabet of image pieces.
+* **VQGAN+CLIP** optimises the latent grid so that CLIP finds the decoded picture close to the prompt:
+  straight-through quantisation carries gradients through the snap, random **cutouts** stop the
+  optimiser from fooling CLIP with one view, and the **spherical distance** is the loss.
+* Prompts can be **weighted** and **negative** (`"a|b:0.5|c:-1"`), and an **init image** sets the start.
+* Model weights are frozen: only the latents are optimised, which also keeps it fast.
+* Offline, a tiny VQGAN and the tiny CLIP draw Shapes World prompts in seconds; a judge that never looks
+  through CLIP shows the limits: the right colour usually, the right shape far less often, because a
+  tiny critic is easy to satisfy. Online, the same code runs ViT-B-32 with taming's ImageNet VQGAN.
+
+## Exercises
+
+1. Pass `cutouts=Cutouts(32, scale=(1.0, 1.0), rotate_degrees=0, flip=False, noise=0, jitter=0)`
+   and `cutn=1` to `generate`. How do the pictures and the judge's verdicts change? Then try stronger
+   augmentations (`scale=(0.6, 1.0)`, `rotate_degrees=30`).
+2. Shapes World pictures hold one object on black. Add that prior: `image_loss=ink_penalty(2.0)` (every
+   bright pixel costs a little). Does the judge agree more often over `object_prompts(10)`?
+3. Replace the spherical distance by `1 - cosine`. Compare the loss curves and the judged results over
+   the ten prompts of `object_prompts(10)`.
+4. Remove the straight-through trick (decode `z` without quantising). What do the pictures look like?
+5. Generate "a large red circle|a circle:-1". What does a negative prompt that contradicts the positive
+   one do?
+6. Pretrained mode: try `size=(384, 256)`, and an init image of your own with `init_weight=0.5`.
+
+## References
+
+* P. Esser, R. Rombach, B. Ommer. *Taming Transformers for High-Resolution Image Synthesis.* CVPR 2021.
+  Code and checkpoints: https://github.com/CompVis/taming-transformers
+* A. van den Oord, O. Vinyals, K. Kavukcuoglu. *Neural Discrete Representation Learning* (VQ-VAE).
+  NeurIPS 2017.
+* A. Radford et al. *Learning Transferable Visual Models From Natural Language Supervision* (CLIP).
+  ICML 2021.
+* K. Crowson et al. *VQGAN-CLIP: Open Domain Image Generation and Editing with Natural Language
+  Guidance.* ECCV 2022; the original Colab notebook by Katherine Crowson (2021).
+* nerdyrodent/VQGAN-CLIP, the widely used command-line version: https://github.com/nerdyrodent/VQGAN-CLIP
+* OpenCLIP: https://github.com/mlfoundations/open_clip
+"""),
+]
+
+if __name__ == "__main__":
+    path = build(
+        "04_vqgan_clip.ipynb",
+        "04 · Image generation with VQGAN+CLIP",
+        INTRO,
+        CELLS,
+    )
+    print("wrote", path)
