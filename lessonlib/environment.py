@@ -138,7 +138,7 @@ def decide_mode(requested: str | None = None) -> tuple[str, str]:
         return "pretrained", f"auto: {HUB_HOST} answered, weights will be downloaded once"
     return (
         "offline",
-        f"auto: {HUB_HOST} did not answer within {HUB_TIMEOUT_S:.0f} s, using the tiny models",
+        f"auto: {HUB_HOST} is not reachable (checked for at most {HUB_TIMEOUT_S:.0f} s), using the tiny models",
     )
 
 
