@@ -586,3 +586,21 @@ def test_add_embeddings(clip):
         index.add_embeddings(torch.randn(1, 5), names=["x"])
     with pytest.raises(ValueError, match="2 embeddings, 1 names"):
         index.add_embeddings(torch.randn(2, 32), names=["x"])
+
+
+def test_split_preprocess_skips_identity_resize_with_identical_pixels():
+    """The fast path for images already at the input size gives exactly the full pipeline's numbers."""
+    from lessonlib import models
+    from lessonlib.search import _SkipIdentityResize, split_preprocess
+
+    _, preprocess, _ = models.load_tiny_clip()
+    per_image, per_batch = split_preprocess(preprocess)
+    assert isinstance(per_image, _SkipIdentityResize)
+    rng = np.random.default_rng(0)
+    same = [Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(5)]
+    other = [
+        Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)),  # needs a real resize
+        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)),  # grayscale: converted
+    ]
+    for img in same + other:
+        assert torch.equal(per_batch(per_image(img)[None])[0], preprocess(img))
