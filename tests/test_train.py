@@ -27,13 +27,7 @@ matplotlib.use("Agg")
 SMALL = {"embed_dim": 16, "vision_width": 8, "text_width": 32, "text_layers": 1, "text_heads": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run far faster on one thread (BENCHMARKS.md, lesson 01); restore afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
 
 @pytest.fixture()
