@@ -62,10 +62,14 @@ class Verdict:
         """True only if colour, shape and size all match the prompt."""
         return self.colour_ok and self.shape_ok and self.size_ok
 
+    @property
+    def seen(self) -> str:
+        """What the judge saw, e.g. ``"small yellow ?"`` ("?" where it could not tell)."""
+        return " ".join(v or "?" for v in (self.size, self.colour, self.shape))
+
     def __str__(self) -> str:
-        seen = " ".join(str(v) for v in (self.size, self.colour, self.shape))
         mark = "right" if self.ok else "wrong"
-        return f"saw '{seen}', asked for '{' '.join(self.wanted)}': {mark}"
+        return f"saw '{self.seen}', asked for '{' '.join(self.wanted)}': {mark}"
 
 
 def parse_object_prompt(prompt: str) -> tuple[str, str, str]:

@@ -165,8 +165,8 @@ angles = torch.linspace(0, np.pi, 50)
 a = torch.stack([torch.ones_like(angles), torch.zeros_like(angles)], 1)
 b = torch.stack([torch.cos(angles), torch.sin(angles)], 1)
 plt.figure(figsize=(5, 3))
-plt.plot(np.degrees(angles), spherical_distance(a, b), label="spherical distance")
-plt.plot(np.degrees(angles), 1 - torch.cos(angles), "--", label="1 - cosine")
+plt.plot(torch.rad2deg(angles), spherical_distance(a, b), label="spherical distance")
+plt.plot(torch.rad2deg(angles), 1 - torch.cos(angles), "--", label="1 - cosine")
 plt.xlabel("angle between embeddings (degrees)")
 plt.ylabel("loss")
 plt.title("Spherical distance vs 1 - cosine")
@@ -194,7 +194,7 @@ for i, prompt in enumerate(prompts):
 fig, axes = plt.subplots(1, len(prompts), figsize=(3 * len(prompts), 3.4))
 for ax, prompt, result, verdict in zip(axes, prompts, results, verdicts):
     ax.imshow(result.image.resize((128, 128), Image.NEAREST))
-    ax.set_title(f"{prompt}\\n{verdict.size} {verdict.colour} {verdict.shape} "
+    ax.set_title(f"{prompt}\\nsaw: {verdict.seen} "
                  f"({'right' if verdict.ok else 'wrong'}), {result.seconds:.0f} s", fontsize=8)
     ax.axis("off")
 fig.suptitle("Generated offline, judged without CLIP")

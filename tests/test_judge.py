@@ -61,3 +61,11 @@ def test_prompt_parsing_and_bad_prompts():
     assert len(set(prompts)) == 10 and prompts == object_prompts(10, seed=0)
     with pytest.raises(ValueError, match="n=999"):
         object_prompts(999)
+
+
+def test_verdict_says_question_mark_where_the_judge_could_not_tell():
+    from lessonlib.judge import Verdict
+
+    v = Verdict("yellow", None, "small", ("small", "yellow", "circle"), 0.1, 0.2)
+    assert v.seen == "small yellow ?" and not v.ok
+    assert str(v) == "saw 'small yellow ?', asked for 'small yellow circle': wrong"
