@@ -205,7 +205,7 @@ def show_matrix(sim, title):
     fig, ax = plt.subplots(figsize=(8, 7))
     im = ax.imshow(sim.numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
     ax.set_xticks(range(len(probe_texts)), probe_texts, rotation=90)
-    ax.set_yticks(range(len(probe_texts)), [f"image of {t[2:]}" for t in probe_texts])
+    ax.set_yticks(range(len(probe_texts)), [f"image of {t.split(' ', 1)[1]}" for t in probe_texts])
     ax.set_xlabel("caption")
     ax.set_ylabel("image")
     ax.set_title(title)
