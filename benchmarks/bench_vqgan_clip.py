@@ -34,7 +34,14 @@ def rss_mb() -> float:
 
 
 def worker(
-    config: str, threads: int, steps: int, warmup: int, size: int, cutn: int, chunk: int
+    config: str,
+    threads: int,
+    steps: int,
+    warmup: int,
+    size: int,
+    cutn: int,
+    chunk: int,
+    checkpoint_levels: str = "auto",
 ) -> dict:
     import torch
 
@@ -42,6 +49,8 @@ def worker(
     import open_clip
 
     from lessonlib.vqgan import VQGAN, VQGANConfig
+
+    imports_mb = rss_mb()
 
     torch.manual_seed(0)
     vq_cfg = VQGANConfig.imagenet_f16_16384()
@@ -60,16 +69,28 @@ def worker(
             loop.step()
             times.append(time.perf_counter() - t)
     else:
-        from lessonlib.generate import generate
+        import gc
 
-        model = VQGAN(vq_cfg)
-        loaded_mb = rss_mb()
+        from lessonlib.generate import ImageGuide, _clip_dtype, generate
+
+        # What a memory-aware user does (notebook 04): embed the prompt, keep only the image tower
+        # (in bfloat16 where that is the faster precision), drop the full model, and build the VQGAN
+        # without the encoder (no init image).
         precision = "float32" if config == "lessonlib-fp32" else "auto"
+        low = _clip_dtype(clip_model, torch.device("cpu"), precision)
+        guide = ImageGuide(
+            clip_model, tokenizer, "a painting", dtype=None if low == torch.float32 else low
+        )
+        del clip_model
+        gc.collect()
+        model = VQGAN(vq_cfg, with_encoder=False)
+        loaded_mb = rss_mb()
         result = generate(
             "a painting",
             model,
-            clip_model,
+            guide,
             tokenizer,
+            checkpoint_levels=None if checkpoint_levels == "auto" else int(checkpoint_levels),
             size=size,
             steps=warmup + steps,
             cutn=cutn,
@@ -85,6 +106,7 @@ def worker(
         "steps_s": [round(t, 2) for t in times],
         "peak_rss_mb": round(rss_mb()),
         "after_models_mb": round(loaded_mb),
+        "after_imports_mb": round(imports_mb),
     }
 
 
@@ -139,6 +161,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--cutn", type=int, default=32)
     parser.add_argument("--chunk", type=int, default=8)
+    parser.add_argument(
+        "--checkpoint-levels",
+        default="auto",
+        help="lessonlib: decoder levels recomputed in backward (generate's checkpoint_levels; "
+        "'auto' = generate's default)",
+    )
     parser.add_argument("--configs", default="reference,lessonlib")
     parser.add_argument(
         "--offline", action="store_true", help="run the offline quality target instead"
@@ -157,7 +185,14 @@ def main() -> None:
         return
     if args.worker:
         out = worker(
-            args.worker, args.threads, args.steps, args.warmup, args.size, args.cutn, args.chunk
+            args.worker,
+            args.threads,
+            args.steps,
+            args.warmup,
+            args.size,
+            args.cutn,
+            args.chunk,
+            args.checkpoint_levels,
         )
         print("RESULT " + json.dumps(out))
         return
@@ -174,8 +209,16 @@ def main() -> None:
     for r in range(args.rounds):
         for c in configs:
             cmd = [sys.executable, __file__, "--worker", c] + [
-                f"--{k}={getattr(args, k)}"
-                for k in ("threads", "steps", "warmup", "size", "cutn", "chunk")
+                f"--{k.replace('_', '-')}={getattr(args, k)}"
+                for k in (
+                    "threads",
+                    "steps",
+                    "warmup",
+                    "size",
+                    "cutn",
+                    "chunk",
+                    "checkpoint_levels",
+                )
             ]
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=HERE.parent)
             line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
@@ -185,7 +228,8 @@ def main() -> None:
             runs[c].append(res)
             print(
                 f"round {r + 1} {c:15s} median {res['median_s']:.2f} s/step, steps {res['steps_s']}, "
-                f"peak RSS {res['peak_rss_mb']} MB (after building models {res['after_models_mb']} MB)",
+                f"peak RSS {res['peak_rss_mb']} MB (after imports {res['after_imports_mb']} MB, "
+                f"after building models {res['after_models_mb']} MB)",
                 flush=True,
             )
     print("\nconfig           median s/step (all runs)  peak RSS MB (max)")

@@ -232,7 +232,9 @@ class VQGAN(nn.Module):
         torch.Size([1, 3, 16, 16])
     """
 
-    def __init__(self, config: VQGANConfig, legacy_beta: bool = True) -> None:
+    def __init__(
+        self, config: VQGANConfig, legacy_beta: bool = True, with_encoder: bool = True
+    ) -> None:
         super().__init__()
         from taming.modules.diffusionmodules.model import Decoder, Encoder
         from taming.modules.vqvae.quantize import VectorQuantizer2
@@ -240,7 +242,9 @@ class VQGAN(nn.Module):
         self.config = config
         dd = config.ddconfig()
         with contextlib.redirect_stdout(io.StringIO()):  # taming prints the z shape on construction
-            self.encoder = Encoder(**dd)
+            # Generation from random codes never encodes: without the encoder the f16 VQGAN is ~90 MB
+            # smaller (``with_encoder=False``, or ``drop_encoder()`` later).
+            self.encoder = Encoder(**dd) if with_encoder else None
             self.decoder = Decoder(**dd)
         self.quantize = VectorQuantizer2(
             config.n_embed, config.embed_dim, beta=0.25, legacy=legacy_beta
@@ -257,8 +261,22 @@ class VQGAN(nn.Module):
         """The (n_embed, embed_dim) codebook."""
         return self.quantize.embedding.weight
 
+    @property
+    def has_encoder(self) -> bool:
+        return self.encoder is not None
+
+    def drop_encoder(self) -> VQGAN:
+        """Free the encoder's weights (generation from random codes needs only the decoder)."""
+        self.encoder = None
+        return self
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Continuous latents before quantisation, (B, embed_dim, H/f, W/f)."""
+        if self.encoder is None:
+            raise ValueError(
+                "this VQGAN was loaded without its encoder (with_encoder=False or drop_encoder()), so "
+                "it cannot encode images (e.g. an init image): load it again with with_encoder=True"
+            )
         return self.quant_conv(self.encoder(x))
 
     def nearest_codes(self, z: torch.Tensor) -> torch.Tensor:
@@ -370,6 +388,17 @@ def _inert_class(full_name: str) -> type:
     )
 
 
+def _torch_load(path: Path):
+    """``torch.load(weights_only=True)``, memory-mapped where the file allows it: a taming .ckpt is
+    mostly discriminator and LPIPS weights, which are then never read into memory."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as err:
+        if "mmap" not in str(err):  # e.g. a legacy (pre-zip) file cannot be mapped: read it whole
+            raise
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_checkpoint_state(path: str | Path) -> dict[str, torch.Tensor]:
     """The model tensors of a taming ``.ckpt`` (or a ``.safetensors``), without importing any code.
 
@@ -399,7 +428,7 @@ def load_checkpoint_state(path: str | Path) -> dict[str, torch.Tensor]:
         state = load_file(str(path))
     else:
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = _torch_load(path)
         except pickle.UnpicklingError:
             try:
                 names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
@@ -416,7 +445,7 @@ def load_checkpoint_state(path: str | Path) -> dict[str, torch.Tensor]:
                 ) from None
             stubs = [(_inert_class(n), n) for n in names]
             with torch.serialization.safe_globals(stubs):
-                obj = torch.load(path, map_location="cpu", weights_only=True)
+                obj = _torch_load(path)
         except (RuntimeError, EOFError, OSError) as err:
             raise CheckpointError(f"'{path}' is not a readable PyTorch checkpoint: {err}") from err
         if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
@@ -436,10 +465,19 @@ def load_checkpoint_state(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def build_vqgan(
-    config: VQGANConfig, state: dict[str, torch.Tensor], source: str = "state"
+    config: VQGANConfig,
+    state: dict[str, torch.Tensor],
+    source: str = "state",
+    with_encoder: bool = True,
 ) -> VQGAN:
-    """A frozen, eval-mode ``VQGAN`` with ``state`` loaded; mismatches are reported by name and shape."""
-    model = VQGAN(config)
+    """A frozen, eval-mode ``VQGAN`` with ``state`` loaded; mismatches are reported by name and shape.
+
+    With ``with_encoder=False`` the encoder is neither built nor loaded (its weights in ``state`` are
+    skipped): enough for generating from random codes, and lighter.
+    """
+    model = VQGAN(config, with_encoder=with_encoder)
+    if not with_encoder:
+        state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -459,7 +497,9 @@ def build_vqgan(
     return model.eval().requires_grad_(False)
 
 
-def load_taming_vqgan(ckpt_path: str | Path, yaml_path: str | Path) -> VQGAN:
+def load_taming_vqgan(
+    ckpt_path: str | Path, yaml_path: str | Path, with_encoder: bool = True
+) -> VQGAN:
     """Load an official taming VQGAN (``last.ckpt`` + ``model.yaml``) without pytorch-lightning.
 
     Introduced in lesson 04_vqgan_clip.
@@ -472,7 +512,7 @@ def load_taming_vqgan(ckpt_path: str | Path, yaml_path: str | Path) -> VQGAN:
     """
     config = config_from_taming_yaml(yaml_path)
     state = load_checkpoint_state(ckpt_path)
-    return build_vqgan(config, state, source=f"'{ckpt_path}'")
+    return build_vqgan(config, state, source=f"'{ckpt_path}'", with_encoder=with_encoder)
 
 
 def download_taming_vqgan(name: str = "vqgan_imagenet_f16_16384") -> tuple[Path, Path]:
@@ -506,10 +546,12 @@ def download_taming_vqgan(name: str = "vqgan_imagenet_f16_16384") -> tuple[Path,
     return ckpt, yml
 
 
-def load_pretrained_vqgan(name: str = "vqgan_imagenet_f16_16384") -> VQGAN:
+def load_pretrained_vqgan(
+    name: str = "vqgan_imagenet_f16_16384", with_encoder: bool = True
+) -> VQGAN:
     """``download_taming_vqgan`` + ``load_taming_vqgan``. Introduced in lesson 04_vqgan_clip."""
     ckpt, yml = download_taming_vqgan(name)
-    return load_taming_vqgan(ckpt, yml)
+    return load_taming_vqgan(ckpt, yml, with_encoder=with_encoder)
 
 
 def save_vqgan(

@@ -277,7 +277,16 @@ ViT-B-32 and the ImageNet VQGAN of taming-transformers (f=16, 16,384 codes), loa
 `.yaml` by `lessonlib.vqgan` without pytorch-lightning and without importing any class the yaml names.
 On a GPU (a free Colab T4 has room for it) the cell runs 200 steps at 256x256 with 32 cutouts; on a
 CPU it runs a 5-step demo at 128x128 with 8 cutouts, just to show the pieces working (the next cell
-picks by device). The decoder runs in bfloat16 where that is faster, and every weight is frozen.
+picks by device). Every weight is frozen; the decoder and CLIP's image tower run in bfloat16 where
+that is faster (on a 2-core CPU with native bfloat16, ViT-B-32's forward and backward pass is 2.3x
+faster), and the decoder's high-resolution levels are recomputed in the backward pass instead of
+stored. No init image is used, so the VQGAN is loaded without its encoder.
+
+On a machine with 2 GB of memory (Binder), also keep only what the loop needs:
+`guide = ImageGuide(big_clip, big_tokenizer, prompt, dtype=torch.bfloat16)` embeds the prompt once and
+keeps a bfloat16 copy of the image tower; after `del big_clip` pass `guide` in its place. At 256x256
+with 32 cutouts that peaks at 1.8 GB and takes about 4 s a step on 2 cores, against 4.5 GB and 8.8 s
+for the widely used public loop (BENCHMARKS.md, Lesson 04).
 """),
     code("""
 if cfg.mode == "pretrained":
@@ -285,7 +294,7 @@ if cfg.mode == "pretrained":
     from lessonlib.vqgan import load_pretrained_vqgan
 
     big_clip, big_preprocess, big_tokenizer = load_clip("ViT-B-32")
-    big_vqgan = load_pretrained_vqgan("vqgan_imagenet_f16_16384").to(cfg.device)
+    big_vqgan = load_pretrained_vqgan("vqgan_imagenet_f16_16384", with_encoder=False).to(cfg.device)
     on_gpu = cfg.device != "cpu"
     big = generate(
         "a watercolour painting of a lighthouse at dawn|blurry:-0.5",

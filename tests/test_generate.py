@@ -259,3 +259,116 @@ def test_loop_on_pretrained_architectures_with_random_weights():
     assert result.image.size == (32, 32) and all(math.isfinite(v) for v in result.losses)
     assert all(p.grad is None for p in vqgan.parameters())
     assert G.clip_input_spec(clip_model, preprocess)[0] == 224
+
+
+def test_image_guide_caches_prompts_and_frees_the_text_tower(small_vqgan, tiny_clip):
+    """ImageGuide = the image tower + cached prompt embeddings; generate gives the same picture."""
+    import gc
+    import weakref
+
+    from lessonlib.models import load_tiny_clip
+
+    clip_model, preprocess, tokenizer = load_tiny_clip()
+    prompts = "a red circle|a blue square:-0.5"
+    kwargs = dict(size=32, steps=3, cutn=4, chunk=2, seed=3, progress=False)
+    want = G.generate(prompts, small_vqgan, clip_model, tokenizer, preprocess, **kwargs)
+    guide = G.ImageGuide(clip_model, tokenizer, prompts)
+    assert guide.visual is clip_model.visual  # shared, not copied
+    got = G.generate(prompts, small_vqgan, guide, tokenizer, preprocess, **kwargs)
+    assert np.array_equal(np.asarray(want.image), np.asarray(got.image))
+    assert want.losses == pytest.approx(got.losses, rel=1e-5)
+    full = clip_model.encode_text(tokenizer(["a blue square"]), normalize=True)
+    assert torch.allclose(guide.encode_text(tokenizer(["a blue square"]), normalize=True), full)
+    with pytest.raises(ValueError, match="only knows the prompts.*'a red circle'"):
+        guide.encode_text(tokenizer(["a green cross"]))
+    with pytest.raises(ValueError, match="only knows the prompts"):
+        G.generate("a green cross", small_vqgan, guide, tokenizer, preprocess, **kwargs)
+    # The guide holds no reference to the text tower: dropping the model frees it.
+    text_tower = weakref.ref(clip_model.transformer)
+    del clip_model
+    gc.collect()
+    assert text_tower() is None
+    with pytest.raises(TypeError, match="open_clip CLIP"):
+        G.ImageGuide(small_vqgan, tokenizer, prompts)
+    G.release_freed_memory()  # must not fail, glibc or not
+
+
+def test_init_image_needs_the_encoder(tiny_clip, tmp_path):
+    from PIL import Image
+
+    clip_model, preprocess, tokenizer = tiny_clip
+    lean = VQGAN(VQGANConfig(**SMALL), with_encoder=False).eval()
+    Image.new("RGB", (32, 32), "red").save(tmp_path / "init.png")
+    with pytest.raises(ValueError, match="init image needs the VQGAN's encoder"):
+        G.generate(
+            "a red circle",
+            lean,
+            clip_model,
+            tokenizer,
+            preprocess,
+            size=32,
+            steps=1,
+            init_image=tmp_path / "init.png",
+            progress=False,
+        )
+    result = G.generate(
+        "a red circle", lean, clip_model, tokenizer, preprocess, size=32, steps=1, progress=False
+    )
+    assert result.image.size == (32, 32)
+
+
+@pytest.fixture(scope="module")
+def vit_b32():
+    import open_clip
+
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-32", pretrained=None).eval()
+    return model, open_clip.get_tokenizer("ViT-B-32")
+
+
+def test_encode_image_fast_equals_open_clip_forward_and_gradients(vit_b32):
+    """The fast ViT path is the same function as open_clip's forward: values and input gradients."""
+    model, _ = vit_b32
+    visual = model.visual
+    assert G.fast_vit_supported(visual)
+    x = torch.randn(3, 3, 224, 224, requires_grad=True)
+    want = visual(x)
+    (grad_want,) = torch.autograd.grad(want.square().sum(), x)
+    got = G.encode_image_fast(visual, x)
+    (grad_got,) = torch.autograd.grad(got.square().sum(), x)
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(grad_got, grad_want, atol=1e-4 * grad_want.abs().max().item())
+    # bfloat16 (what generate uses on CPUs with native bf16): close to float32, as CLIP's fp16 is.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = G.encode_image_fast(visual, x.detach()).float()
+    cos = torch.nn.functional.cosine_similarity(low, want.detach(), dim=-1)
+    assert cos.min() > 0.99
+
+
+def test_fast_path_falls_back_for_other_towers(tiny_clip):
+    clip_model, _, _ = tiny_clip  # a ResNet tower
+    assert not G.fast_vit_supported(clip_model.visual)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(G.encode_image_fast(clip_model.visual, x), clip_model.visual(x))
+    assert G._clip_dtype(clip_model, torch.device("cpu"), "auto") == torch.float32
+    assert G._clip_dtype(clip_model, torch.device("cpu"), "bfloat16") == torch.bfloat16
+
+
+def test_bfloat16_image_guide_is_a_converted_copy(vit_b32):
+    model, tokenizer = vit_b32
+    before = {k: v.clone() for k, v in list(model.visual.state_dict().items())[:5]}
+    guide = G.ImageGuide(model, tokenizer, "a lighthouse", dtype=torch.bfloat16)
+    assert guide.visual is not model.visual and guide.dtype == torch.bfloat16
+    assert all(p.dtype == torch.bfloat16 and not p.requires_grad for p in guide.visual.parameters())
+    for k, v in before.items():  # the user's model is untouched
+        assert torch.equal(model.visual.state_dict()[k], v) and v.dtype == torch.float32
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        cos = torch.nn.functional.cosine_similarity(
+            guide.encode_image(x), model.encode_image(x), dim=-1
+        )
+    assert cos.min() > 0.99
+    assert G._clip_dtype(guide, torch.device("cpu"), "auto") == torch.bfloat16
+    with pytest.raises(ValueError, match="dtype"):
+        G.ImageGuide(model, tokenizer, "a lighthouse", dtype=torch.int8)

@@ -276,3 +276,44 @@ def test_lean_decoder_matches_taming_forward(checkpoint_levels):
     (got * torch.linspace(-1, 1, got.numel()).view_as(got)).sum().backward()
     assert torch.allclose(got, want, atol=1e-5)
     assert torch.allclose(z.grad, want_grad, atol=1e-5)
+
+
+def test_decoder_only_load_skips_the_encoder(tmp_path, fake_lightning):
+    """with_encoder=False: no encoder weights built or loaded, decoding identical, encoding refused."""
+    torch.manual_seed(0)
+    model = V.VQGAN(V.VQGANConfig(**SMALL)).eval()
+    torch.save(lightning_checkpoint(model, fake_lightning), tmp_path / "last.ckpt")
+    write_yaml(tmp_path / "model.yaml", SMALL)
+    lean = V.load_taming_vqgan(tmp_path / "last.ckpt", tmp_path / "model.yaml", with_encoder=False)
+    assert not lean.has_encoder and model.has_encoder
+    assert not any(k.startswith("encoder.") for k in lean.state_dict())
+    n_full = sum(p.numel() for p in model.parameters())
+    n_enc = sum(p.numel() for p in model.encoder.parameters())
+    assert sum(p.numel() for p in lean.parameters()) == n_full - n_enc
+    codes = torch.randint(64, (1, 8, 8))
+    with torch.no_grad():
+        assert torch.equal(model.decode_codes(codes), lean.decode_codes(codes))
+    with pytest.raises(ValueError, match="without its encoder.*with_encoder=True"):
+        lean.encode(torch.zeros(1, 3, 32, 32))
+    assert model.drop_encoder() is model and not model.has_encoder
+
+
+def test_checkpoint_is_memory_mapped_where_possible(tmp_path, monkeypatch):
+    """Taming .ckpt files are mostly discriminator/LPIPS weights: they are mapped, not read whole."""
+    model = V.VQGAN(V.VQGANConfig(**SMALL))
+    torch.save(model.state_dict(), tmp_path / "plain.pt")
+    calls = []
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("mmap"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    state = V.load_checkpoint_state(tmp_path / "plain.pt")
+    assert calls == [True] and set(state) == set(model.state_dict())
+    # A legacy (non-zip) file cannot be mapped: it is read whole instead of failing.
+    torch.save(model.state_dict(), tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    calls.clear()
+    state = V.load_checkpoint_state(tmp_path / "legacy.pt")
+    assert calls == [True, None] and set(state) == set(model.state_dict())
