@@ -111,7 +111,13 @@ def worker(
 
 
 def offline_quality(
-    n_prompts: int, steps: int, cutn: int, lr: float, seed: int, threads: int
+    n_prompts: int,
+    steps: int,
+    cutn: int,
+    lr: float,
+    seed: int,
+    threads: int,
+    guide: str = "ensemble",
 ) -> None:
     """The offline target: n prompts "a {size} {colour} {shape}", tiny VQGAN + tiny CLIP, judged by
     lessonlib.judge (pixel statistics and shape templates, no CLIP)."""
@@ -120,11 +126,15 @@ def offline_quality(
     torch.set_num_threads(threads)
     from lessonlib.generate import generate
     from lessonlib.judge import judge, object_prompts
-    from lessonlib.models import load_tiny_clip
+    from lessonlib.models import load_tiny_clip, load_tiny_guides
     from lessonlib.vqgan import load_vqgan
 
     vqgan = load_vqgan()
-    clip_model, preprocess, tokenizer = load_tiny_clip()
+    if guide == "ensemble":  # lesson 04's critic: five tiny CLIPs (load_tiny_guides)
+        clip_model, preprocess, tokenizer = load_tiny_guides()
+    else:  # the shipped tiny CLIP alone
+        clip_model, preprocess, tokenizer = load_tiny_clip()
+    print(f"guide: {guide}; {n_prompts} prompts, {steps} steps, {cutn} cutouts, lr {lr}")
     right, seconds = 0, []
     for i, prompt in enumerate(object_prompts(n_prompts, seed=seed)):
         result = generate(
@@ -172,6 +182,7 @@ def main() -> None:
         "--offline", action="store_true", help="run the offline quality target instead"
     )
     parser.add_argument("--prompts", type=int, default=10)
+    parser.add_argument("--guide", choices=("ensemble", "tiny"), default="ensemble")
     parser.add_argument("--offline-steps", type=int, default=150)
     parser.add_argument("--offline-cutn", type=int, default=16)
     parser.add_argument("--lr", type=float, default=0.1)
@@ -180,7 +191,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.offline:
         offline_quality(
-            args.prompts, args.offline_steps, args.offline_cutn, args.lr, args.seed, args.threads
+            args.prompts,
+            args.offline_steps,
+            args.offline_cutn,
+            args.lr,
+            args.seed,
+            args.threads,
+            args.guide,
         )
         return
     if args.worker:

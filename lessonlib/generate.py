@@ -519,6 +519,77 @@ def encode_image_fast(visual, images: torch.Tensor) -> torch.Tensor:
     return pooled @ visual.proj if visual.proj is not None else pooled
 
 
+class CLIPEnsemble(torch.nn.Module):
+    """Several CLIPs as one critic: each embeds, and the unit embeddings are joined end to end.
+
+    Introduced in lesson 04_vqgan_clip.
+
+    The joined vector has unit length (each member's part is scaled by ``sqrt(weight / total)``), so
+    the squared distance between two joined embeddings is the weighted mean of the members' squared
+    distances: ``generate``'s spherical-distance loss then asks *every* member to agree. A picture
+    that fools one small CLIP (a blob of the right colour) rarely fools several trained
+    differently, e.g. with other seeds or adversarially (``lessonlib.models.load_tiny_guides``).
+    All members must take the same input size and normalisation and share one tokenizer.
+
+    Example:
+        >>> from lessonlib.models import load_tiny_clip
+        >>> a, preprocess, tokenizer = load_tiny_clip()
+        >>> pair = CLIPEnsemble([a, load_tiny_clip()[0]])
+        >>> float(pair.encode_image(torch.rand(1, 3, 32, 32)).norm())  # doctest: +ELLIPSIS
+        1.0...
+    """
+
+    def __init__(self, models: Sequence, weights: Sequence[float] | None = None) -> None:
+        super().__init__()
+        models = list(models)
+        if not models:
+            raise ValueError("CLIPEnsemble needs at least one CLIP model, got none")
+        for m in models:
+            if not (hasattr(m, "encode_image") and hasattr(m, "encode_text")):
+                raise TypeError(
+                    f"CLIPEnsemble members need encode_image and encode_text, got {type(m).__name__}"
+                )
+        specs = {clip_input_spec(m) for m in models}
+        if len(specs) > 1:
+            raise ValueError(
+                f"CLIPEnsemble members take different inputs {sorted(specs)}: use models with the same "
+                "input size and normalisation"
+            )
+        weights = [1.0] * len(models) if weights is None else [float(w) for w in weights]
+        if len(weights) != len(models) or any(not w > 0 for w in weights):
+            raise ValueError(
+                f"weights {weights!r}: give one positive number per model ({len(models)} models)"
+            )
+        self.members = torch.nn.ModuleList(models)
+        total = sum(weights)
+        self.register_buffer(
+            "scales", torch.tensor([math.sqrt(w / total) for w in weights]), persistent=False
+        )
+
+    @property
+    def visual(self):
+        """The first member's image tower (for the input size and normalisation)."""
+        return self.members[0].visual
+
+    def _join(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(
+            [F.normalize(p.float(), dim=-1) * s for p, s in zip(parts, self.scales)], dim=-1
+        )
+
+    def encode_image(self, image: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        return self._join([_encode_member(m, image) for m in self.members])
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        return self._join([m.encode_text(tokens) for m in self.members])
+
+
+def _encode_member(model, image: torch.Tensor) -> torch.Tensor:
+    visual = getattr(model, "visual", None)
+    if not isinstance(model, ImageGuide) and visual is not None and fast_vit_supported(visual):
+        return encode_image_fast(visual, image)
+    return model.encode_image(image)
+
+
 def _bf16_cpu_ok() -> bool:
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -533,6 +604,9 @@ def _clip_dtype(clip_model, device: torch.device, precision: str) -> torch.dtype
     visual = getattr(clip_model, "visual", None)
     if isinstance(clip_model, ImageGuide) and clip_model.dtype != torch.float32:
         return clip_model.dtype
+    if isinstance(clip_model, CLIPEnsemble):
+        visuals = [getattr(m, "visual", None) for m in clip_model.members]
+        visual = visual if all(v is not None and fast_vit_supported(v) for v in visuals) else None
     if visual is None or not fast_vit_supported(visual):
         return torch.float32  # e.g. the tiny ResNet CLIP: float32 is as fast and exact
     if device.type == "cuda":
@@ -548,6 +622,9 @@ def _encode_crops(clip_model, crops: torch.Tensor, dtype: torch.dtype) -> torch.
     if isinstance(clip_model, ImageGuide) and clip_model.dtype != torch.float32:
         crops = crops.to(clip_model.dtype)  # its weights were stored in low precision
     low = dtype != torch.float32
+    if isinstance(clip_model, CLIPEnsemble):
+        with torch.autocast(crops.device.type, dtype=dtype, enabled=low):
+            return clip_model.encode_image(crops).float()
     with torch.autocast(crops.device.type, dtype=dtype, enabled=low):
         if visual is not None and fast_vit_supported(visual):
             return encode_image_fast(visual, crops).float()

@@ -33,6 +33,16 @@ TINY_CLIP_WEIGHTS = WEIGHTS_DIR / "tiny_clip.safetensors"
 TINY_CLIP_CONFIG = WEIGHTS_DIR / "tiny_clip.json"
 REPRODUCE_COMMAND = "python -m lessonlib.train_tiny_clip"
 
+# Lesson 04's guide: the shipped tiny CLIP, two retrained with other seeds, and two fine-tuned from it
+# adversarially (L2 radius 1.0 and 0.5). Each .json beside the weights holds the command that made it.
+TINY_GUIDE_WEIGHTS = (
+    TINY_CLIP_WEIGHTS,
+    WEIGHTS_DIR / "tiny_clip_seed1.safetensors",
+    WEIGHTS_DIR / "tiny_clip_seed2.safetensors",
+    WEIGHTS_DIR / "tiny_clip_robust1.safetensors",
+    WEIGHTS_DIR / "tiny_clip_robust05.safetensors",
+)
+
 
 @dataclass
 class TinyCLIPConfig:
@@ -310,3 +320,31 @@ def load_tiny_clip_config(path: str | Path | None = None) -> dict:
             f"tiny CLIP config not found at '{config_path}': run `{REPRODUCE_COMMAND}`"
         )
     return json.loads(config_path.read_text())
+
+
+def load_tiny_guides(paths=None, device: str = "cpu"):
+    """Lesson 04's critic: five tiny CLIPs as one ``CLIPEnsemble``, ``(ensemble, preprocess, tokenizer)``.
+
+    Introduced in lesson 04_vqgan_clip.
+
+    The shipped tiny CLIP alone is easily satisfied by blobs of the right colour; together with two
+    copies trained from other seeds and two fine-tuned adversarially (whose gradients look more like
+    shapes: "robust models have perceptually aligned gradients"), the pictures it guides are judged
+    right far more often (BENCHMARKS.md, Lesson 04). All five share the tokenizer and preprocessing.
+
+    Example:
+        >>> guide, preprocess, tokenizer = load_tiny_guides()
+        >>> len(guide.members)
+        5
+    """
+    from lessonlib.generate import CLIPEnsemble
+
+    paths = TINY_GUIDE_WEIGHTS if paths is None else tuple(paths)
+    models, preprocess, tokenizer = [], None, None
+    for path in paths:
+        model, pre, tok = load_tiny_clip(path, device=device)
+        if tokenizer is not None and tok.vocab != tokenizer.vocab:
+            raise ValueError(f"'{path}' uses another vocabulary than '{paths[0]}': cannot ensemble")
+        models.append(model)
+        preprocess, tokenizer = preprocess or pre, tokenizer or tok
+    return CLIPEnsemble(models).eval(), preprocess, tokenizer

@@ -93,6 +93,9 @@ def train_clip(
     progress: bool = True,
     seed: int = 0,
     device: str = "cpu",
+    adversarial_eps: float = 0.0,
+    adversarial_steps: int = 3,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
 ) -> TrainHistory:
     """Train ``model`` (an open_clip ``CLIP``) with the symmetric contrastive loss.
 
@@ -110,6 +113,12 @@ def train_clip(
         callback: called as ``callback(step, history)`` every ``callback_every`` steps and at the end
             (``LivePlot`` is one).
         progress: show a tqdm progress bar (``tqdm.auto``: a widget in Jupyter, text elsewhere).
+        adversarial_eps, adversarial_steps: if ``adversarial_eps`` > 0, half of every batch is replaced
+            by adversarial images: ``adversarial_steps`` steps of projected gradient ascent on the
+            contrastive loss within an L2 ball of that radius (pixels in [0, 1]), Madry et al.'s
+            adversarial training (lesson 04 uses such robust models to guide generation).
+        augment: ``(images, generator) -> images`` applied to each batch before anything else (in
+            lesson 04: random cutouts like the ones VQGAN+CLIP takes).
 
     Returns:
         a ``TrainHistory`` with the loss and temperature of every step.
@@ -136,6 +145,9 @@ def train_clip(
             f"the data set has {len(first)} items, fewer than batch_size={batch_size}: use more images"
         )
     normalize = _normalizer(mean, std)
+    if not isinstance(adversarial_eps, (int, float)) or adversarial_eps < 0:
+        raise ValueError(f"adversarial_eps must be a number >= 0, got {adversarial_eps!r}")
+    adversarial_steps = _positive_int("adversarial_steps", adversarial_steps)
 
     params_decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     params_rest = [
@@ -168,8 +180,18 @@ def train_clip(
         for images, captions in loader:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
-            images = normalize(images.to(device))
+            images = images.to(device)
             texts = tokenizer(list(captions)).to(device)
+            if augment is not None:
+                images = augment(images, generator)
+            if adversarial_eps > 0:
+                half = len(images) // 2
+                attacked = l2_attack(
+                    model, images, texts, adversarial_eps, adversarial_steps, normalize
+                )
+                images = torch.cat([images[:half], attacked[half:]])
+                model.train()
+            images = normalize(images)
             image_features = model.encode_image(images, normalize=True)
             text_features = model.encode_text(texts, normalize=True)
             loss = clip_loss(image_features, text_features, model.logit_scale)
@@ -197,6 +219,46 @@ def train_clip(
     history.cpu_seconds = time.process_time() - cpu_start
     model.eval()
     return history
+
+
+def l2_attack(
+    model,
+    images: torch.Tensor,
+    texts: torch.Tensor,
+    eps: float,
+    steps: int = 3,
+    normalize: Callable[[torch.Tensor], torch.Tensor] = lambda x: x,
+) -> torch.Tensor:
+    """Images changed within an L2 ball of radius ``eps`` to raise the contrastive loss (PGD).
+
+    Introduced in lesson 04_vqgan_clip. Pixels stay in [0, 1]; each step moves by ``2.5 eps / steps``
+    along the normalised gradient and projects back into the ball (Madry et al., 2018). The model is in
+    eval mode during the attack; its weights get no gradients.
+
+    Example:
+        >>> from lessonlib.models import load_tiny_clip
+        >>> model, _, tok = load_tiny_clip()
+        >>> x = torch.rand(4, 3, 32, 32)
+        >>> adv = l2_attack(model, x, tok(["a red circle"] * 4), eps=0.5)
+        >>> bool(((adv - x).flatten(1).norm(dim=1) <= 0.5 + 1e-4).all())
+        True
+    """
+    model.eval()
+    with torch.no_grad():
+        text_features = model.encode_text(texts, normalize=True)
+    delta = torch.zeros_like(images)
+    alpha = 2.5 * eps / steps
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        features = model.encode_image(normalize((images + delta).clamp(0, 1)), normalize=True)
+        loss = clip_loss(features, text_features, model.logit_scale)
+        (grad,) = torch.autograd.grad(loss, delta)
+        norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        delta = delta.detach() + alpha * grad / norm
+        size = delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+        delta = delta * (eps / size.clamp_min(eps))
+        delta = (images + delta).clamp(0, 1) - images
+    return (images + delta).detach()
 
 
 # Colours that no caption names, far in hue from the six named ones (brown, a dark orange, is not);

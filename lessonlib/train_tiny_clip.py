@@ -14,6 +14,11 @@ model this small, two threads were many times slower on the course's 2-core mach
 
     python -m lessonlib.train_tiny_clip                      # the shipped model
     python -m lessonlib.train_tiny_clip --steps 300 --out /tmp/quick.safetensors
+
+Lesson 04's critic (``lessonlib.models.load_tiny_guides``) adds four more, each ``.json`` holding its
+command: two from other seeds (``--seed 1``, ``--seed 2``) and two fine-tuned from the shipped model
+adversarially (``--init shipped --adversarial-eps 1.0 --augment --steps 1500 --lr 5e-4 --warmup 0
+--seed 7``, and ``--adversarial-eps 0.5 ... --seed 8``).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from lessonlib.models import (
     build_tiny_clip,
     count_parameters,
     load_tiny_clip,
+    load_tiny_clip_config,
     make_tokenizer,
     save_tiny_clip,
 )
@@ -58,6 +64,8 @@ DEFAULTS = {
     "eval_images": 2000,
     "recolour": 1.0,
     "reshape": 0.0,
+    "adversarial_eps": 0.0,
+    "adversarial_steps": 3,
 }
 
 
@@ -91,6 +99,20 @@ def training_data(
     return make
 
 
+def _cutout_augment(image_size: int):
+    """``(images, generator) -> images``: one random cutout per image, as generation takes them."""
+    from lessonlib.generate import Cutouts
+
+    cut = Cutouts(image_size, scale=(0.8, 1.0), rotate_degrees=15, noise=0.1)
+
+    def augment(images, generator):
+        return torch.cat([cut(images[i : i + 1], 1, generator) for i in range(len(images))]).clamp(
+            0, 1
+        )
+
+    return augment
+
+
 def _load_average() -> list[float] | None:
     """1/5/15-minute load averages (other programs competing for the cores), where the OS reports them."""
     try:
@@ -117,6 +139,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--detail-weights", default=None, help="JSON dict of caption-form weights")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs)")
+    p.add_argument(
+        "--init",
+        default=None,
+        help="start from these weights (a tiny CLIP .safetensors; 'shipped' for the shipped one) "
+        "instead of from scratch: fine-tuning, e.g. adversarially (lesson 04's robust guides)",
+    )
+    p.add_argument(
+        "--augment",
+        action="store_true",
+        help="train on random cutouts (scale 0.8-1, 15 degrees, flips, noise up to 0.1), as "
+        "VQGAN+CLIP sees its pictures",
+    )
     return p.parse_args(argv)
 
 
@@ -124,8 +158,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
-    cfg = TinyCLIPConfig(**json.loads(args.config)) if args.config else TinyCLIPConfig()
-    model, tokenizer = build_tiny_clip(cfg), make_tokenizer(cfg)
+    if args.init:
+        init_path = None if args.init == "shipped" else args.init
+        model, _, tokenizer = load_tiny_clip(init_path)
+        cfg = TinyCLIPConfig.from_dict(load_tiny_clip_config(init_path)["config"])
+        model.train()
+    else:
+        cfg = TinyCLIPConfig(**json.loads(args.config)) if args.config else TinyCLIPConfig()
+        model, tokenizer = build_tiny_clip(cfg), make_tokenizer(cfg)
     print(
         f"tiny CLIP: {count_parameters(model):,} parameters, {cfg.vision_tower} vision tower",
         flush=True,
@@ -154,6 +194,9 @@ def main(argv: list[str] | None = None) -> dict:
         std=cfg.std,
         progress=not args.no_progress,
         seed=args.seed,
+        adversarial_eps=args.adversarial_eps,
+        adversarial_steps=args.adversarial_steps,
+        augment=_cutout_augment(cfg.image_size) if args.augment else None,
     )
     print(
         f"trained {history.steps} steps in {history.seconds:.0f} s (CPU {history.cpu_seconds:.0f} s); final loss {history.smoothed_loss()[-1]:.3f}"

@@ -372,3 +372,51 @@ def test_bfloat16_image_guide_is_a_converted_copy(vit_b32):
     assert G._clip_dtype(guide, torch.device("cpu"), "auto") == torch.bfloat16
     with pytest.raises(ValueError, match="dtype"):
         G.ImageGuide(model, tokenizer, "a lighthouse", dtype=torch.int8)
+
+
+def test_clip_ensemble_joins_unit_embeddings_and_validates(tiny_clip, vit_b32):
+    from lessonlib.models import TinyCLIPConfig, build_tiny_clip
+
+    a, preprocess, tokenizer = tiny_clip
+    torch.manual_seed(1)
+    b = build_tiny_clip(TinyCLIPConfig()).eval()
+    pair = G.CLIPEnsemble([a, b], weights=[3, 1])
+    x = torch.rand(2, 3, 32, 32)
+    tokens = tokenizer(["a red circle", "a blue square"])
+    with torch.no_grad():
+        img, txt = pair.encode_image(x), pair.encode_text(tokens)
+        assert torch.allclose(img.norm(dim=-1), torch.ones(2), atol=1e-5)
+        # squared distance of joined vectors = weighted mean of the members' squared distances
+        parts = []
+        for m in (a, b):
+            u = torch.nn.functional.normalize(m.encode_image(x), dim=-1)
+            v = torch.nn.functional.normalize(m.encode_text(tokens), dim=-1)
+            parts.append((u - v).pow(2).sum(-1))
+        assert torch.allclose(
+            (img - txt).pow(2).sum(-1), 0.75 * parts[0] + 0.25 * parts[1], atol=1e-5
+        )
+    result = G.generate(
+        "a red circle",
+        load_small_vqgan(),
+        pair,
+        tokenizer,
+        preprocess,
+        size=32,
+        steps=2,
+        cutn=2,
+        progress=False,
+    )
+    assert result.image.size == (32, 32)
+    with pytest.raises(ValueError, match="at least one"):
+        G.CLIPEnsemble([])
+    with pytest.raises(ValueError, match="one positive number per model"):
+        G.CLIPEnsemble([a, b], weights=[1, 0])
+    with pytest.raises(ValueError, match="different inputs"):
+        G.CLIPEnsemble([a, vit_b32[0]])
+    with pytest.raises(TypeError, match="encode_image and encode_text"):
+        G.CLIPEnsemble([a, torch.nn.Linear(2, 2)])
+
+
+def load_small_vqgan():
+    torch.manual_seed(0)
+    return VQGAN(VQGANConfig(**SMALL)).eval()

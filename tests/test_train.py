@@ -223,3 +223,63 @@ def test_reproduce_script_runs_end_to_end(tmp_path):
     assert saved["accuracy"] == info["accuracy"]
     model, preprocess, tok = load_tiny_clip(out)
     assert model.visual is not None and tok.context_length == TinyCLIPConfig().context_length
+
+
+def test_l2_attack_stays_in_the_ball_and_raises_the_loss():
+    from lessonlib.loss import clip_loss
+    from lessonlib.train import l2_attack
+
+    model, preprocess, tok = load_tiny_clip()
+    cfg = TinyCLIPConfig()
+    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
+
+    def norm(x):
+        return (x - mean) / std
+
+    world = ShapesWorld(16, seed=3, detail="simple")
+    images = torch.stack([world[i][0] for i in range(16)])
+    texts = tok([world[i][1] for i in range(16)])
+
+    def loss(x):
+        with torch.no_grad():
+            return float(
+                clip_loss(
+                    model.encode_image(norm(x), normalize=True),
+                    model.encode_text(texts, normalize=True),
+                    model.logit_scale,
+                )
+            )
+
+    adv = l2_attack(model, images, texts, eps=1.0, steps=3, normalize=norm)
+    dist = (adv - images).flatten(1).norm(dim=1)
+    assert (dist <= 1.0 + 1e-4).all() and dist.max() > 0.5
+    assert adv.min() >= 0 and adv.max() <= 1
+    assert loss(adv) > loss(images) + 0.5
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_adversarial_training_runs_and_validates(tiny):
+    cfg, model, tok = tiny
+    seen = []
+
+    def augment(images, generator):
+        seen.append(images.shape)
+        return images.flip(-1)
+
+    history = train_clip(
+        model,
+        tok,
+        ShapesWorld(32),
+        steps=2,
+        batch_size=16,
+        progress=False,
+        mean=cfg.mean,
+        std=cfg.std,
+        adversarial_eps=0.5,
+        adversarial_steps=2,
+        augment=augment,
+    )
+    assert len(history.loss) == 2 and seen == [torch.Size([16, 3, 32, 32])] * 2
+    with pytest.raises(ValueError, match="adversarial_eps must be a number >= 0"):
+        train_clip(model, tok, ShapesWorld(32), steps=1, batch_size=16, adversarial_eps=-1)
