@@ -302,8 +302,8 @@ for name, ver in [("tiny CLIP alone", verdicts), ("5-CLIP guide", guided_verdict
 """),
     md("""
 Self-check: the guided pictures should be judged right at least as often as the tiny CLIP's. Over
-twenty prompts (BENCHMARKS.md, Lesson 04) the guide gets about half right against none for the tiny
-CLIP alone: a large step, still far from perfect. The shapes are only 6 to 10 pixels wide, and even
+twenty prompts (BENCHMARKS.md, Lesson 04) the guide gets 11 right against 2 for the tiny CLIP
+alone: a large step, still far from perfect. The shapes are only 6 to 10 pixels wide, and even
 the VQGAN's own reconstructions of real Shapes World images are judged right only 77% of the time.
 """),
     code("""
