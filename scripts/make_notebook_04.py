@@ -301,13 +301,19 @@ for name, ver in [("tiny CLIP alone", verdicts), ("5-CLIP guide", guided_verdict
           f"size {sum(v.size_ok for v in ver)})")
 """),
     md("""
-Self-check: the guided pictures should be judged right at least as often as the tiny CLIP's. Over
+Self-check: the guided pictures should pass at least as many of the judge's colour, shape and size
+checks as the tiny CLIP's (counting checks rather than whole pictures is steadier on four prompts). Over
 twenty prompts (BENCHMARKS.md, Lesson 04) the guide gets 11 right against 2 for the tiny CLIP
 alone: a large step, still far from perfect. The shapes are only 6 to 10 pixels wide, and even
 the VQGAN's own reconstructions of real Shapes World images are judged right only 77% of the time.
 """),
     code("""
-assert sum(v.ok for v in guided_verdicts) >= sum(v.ok for v in verdicts)
+def points(vs):  # colour, shape and size checks passed, out of 3 per picture
+    return sum(v.colour_ok + v.shape_ok + v.size_ok for v in vs)
+
+
+print(f"checks passed: tiny CLIP {points(verdicts)}/12, guide {points(guided_verdicts)}/12")
+assert points(guided_verdicts) >= points(verdicts), "the guide should do at least as well"
 assert all(np.mean(r.losses[-10:]) < np.mean(r.losses[:10]) for r in guided), "loss should fall"
 """),
     md("""
