@@ -501,7 +501,7 @@ def encode_image_fast(visual, images: torch.Tensor) -> torch.Tensor:
 
     Same modules, same weights, same maths (equal to ``visual(images)`` to float rounding; tested),
     with the attention's projections as plain matrix products (see ``_fast_block``). On a 2-core CPU,
-    ViT-B-32 forward + backward on 8 cutouts took 0.97 s instead of 1.17 s in float32, and 0.51 s in
+    ViT-B-32 forward + backward on 8 cutouts took 0.97 s instead of 1.17 s in float32, and 0.43 s in
     bfloat16 (BENCHMARKS.md). Towers it does not cover (``fast_vit_supported`` is False) run as usual.
 
     Example:
