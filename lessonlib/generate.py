@@ -584,8 +584,12 @@ class CLIPEnsemble(torch.nn.Module):
 
 
 def _encode_member(model, image: torch.Tensor) -> torch.Tensor:
+    """``model.encode_image``, through ``encode_image_fast`` for a plain open_clip ViT CLIP
+    (``ImageGuide`` and ``CLIPEnsemble`` already take that path themselves)."""
     visual = getattr(model, "visual", None)
-    if not isinstance(model, ImageGuide) and visual is not None and fast_vit_supported(visual):
+    if isinstance(model, (ImageGuide, CLIPEnsemble)) or visual is None:
+        return model.encode_image(image)
+    if fast_vit_supported(visual):
         return encode_image_fast(visual, image)
     return model.encode_image(image)
 
@@ -618,17 +622,8 @@ def _clip_dtype(clip_model, device: torch.device, precision: str) -> torch.dtype
 
 def _encode_crops(clip_model, crops: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Image embeddings of normalised crops, in float32, computed in ``dtype``."""
-    visual = getattr(clip_model, "visual", None)
-    if isinstance(clip_model, ImageGuide) and clip_model.dtype != torch.float32:
-        crops = crops.to(clip_model.dtype)  # its weights were stored in low precision
-    low = dtype != torch.float32
-    if isinstance(clip_model, CLIPEnsemble):
-        with torch.autocast(crops.device.type, dtype=dtype, enabled=low):
-            return clip_model.encode_image(crops).float()
-    with torch.autocast(crops.device.type, dtype=dtype, enabled=low):
-        if visual is not None and fast_vit_supported(visual):
-            return encode_image_fast(visual, crops).float()
-        return clip_model.encode_image(crops).float()
+    with torch.autocast(crops.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        return _encode_member(clip_model, crops).float()
 
 
 class ImageGuide(torch.nn.Module):

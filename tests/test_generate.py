@@ -374,7 +374,7 @@ def test_bfloat16_image_guide_is_a_converted_copy(vit_b32):
         G.ImageGuide(model, tokenizer, "a lighthouse", dtype=torch.int8)
 
 
-def test_clip_ensemble_joins_unit_embeddings_and_validates(tiny_clip, vit_b32):
+def test_clip_ensemble_joins_unit_embeddings_and_validates(small_vqgan, tiny_clip, vit_b32):
     from lessonlib.models import TinyCLIPConfig, build_tiny_clip
 
     a, preprocess, tokenizer = tiny_clip
@@ -397,7 +397,7 @@ def test_clip_ensemble_joins_unit_embeddings_and_validates(tiny_clip, vit_b32):
         )
     result = G.generate(
         "a red circle",
-        load_small_vqgan(),
+        small_vqgan,
         pair,
         tokenizer,
         preprocess,
@@ -415,8 +415,3 @@ def test_clip_ensemble_joins_unit_embeddings_and_validates(tiny_clip, vit_b32):
         G.CLIPEnsemble([a, vit_b32[0]])
     with pytest.raises(TypeError, match="encode_image and encode_text"):
         G.CLIPEnsemble([a, torch.nn.Linear(2, 2)])
-
-
-def load_small_vqgan():
-    torch.manual_seed(0)
-    return VQGAN(VQGANConfig(**SMALL)).eval()
