@@ -118,23 +118,30 @@ def offline_quality(
     seed: int,
     threads: int,
     guide: str = "ensemble",
+    vqgan_path: str | None = None,
+    ink: float = 0.0,
 ) -> None:
     """The offline target: n prompts "a {size} {colour} {shape}", tiny VQGAN + tiny CLIP, judged by
     lessonlib.judge (pixel statistics and shape templates, no CLIP)."""
     import torch
 
     torch.set_num_threads(threads)
-    from lessonlib.generate import generate
+    from lessonlib.generate import generate, ink_penalty
     from lessonlib.judge import judge, object_prompts
     from lessonlib.models import load_tiny_clip, load_tiny_guides
     from lessonlib.vqgan import load_vqgan
 
-    vqgan = load_vqgan()
+    vqgan = load_vqgan(vqgan_path)  # None: the shipped tiny VQGAN
     if guide == "ensemble":  # lesson 04's critic: five tiny CLIPs (load_tiny_guides)
         clip_model, preprocess, tokenizer = load_tiny_guides()
-    else:  # the shipped tiny CLIP alone
+    elif guide == "tiny":  # the shipped tiny CLIP alone
         clip_model, preprocess, tokenizer = load_tiny_clip()
-    print(f"guide: {guide}; {n_prompts} prompts, {steps} steps, {cutn} cutouts, lr {lr}")
+    else:  # comma-separated tiny CLIP files, joined as one CLIPEnsemble (experiments)
+        clip_model, preprocess, tokenizer = load_tiny_guides(guide.split(","))
+    print(
+        f"vqgan: {vqgan_path or 'shipped'} (factor {vqgan.factor}); guide: {guide}; {n_prompts} "
+        f"prompts, {steps} steps, {cutn} cutouts, lr {lr}, ink {ink}"
+    )
     right, seconds = 0, []
     for i, prompt in enumerate(object_prompts(n_prompts, seed=seed)):
         result = generate(
@@ -150,6 +157,7 @@ def offline_quality(
             lr=lr,
             seed=seed + i,
             progress=False,
+            image_loss=ink_penalty(ink) if ink else None,
         )
         verdict = judge(result.image, prompt)
         right += verdict.ok
@@ -182,7 +190,18 @@ def main() -> None:
         "--offline", action="store_true", help="run the offline quality target instead"
     )
     parser.add_argument("--prompts", type=int, default=10)
-    parser.add_argument("--guide", choices=("ensemble", "tiny"), default="ensemble")
+    parser.add_argument(
+        "--guide",
+        default="ensemble",
+        help="offline critic: 'ensemble' (load_tiny_guides), 'tiny' (the tiny CLIP alone) or "
+        "comma-separated tiny CLIP .safetensors files",
+    )
+    parser.add_argument("--ink", type=float, default=0.0, help="offline: ink_penalty weight")
+    parser.add_argument(
+        "--vqgan",
+        default=None,
+        help="offline: a VQGAN saved by save_vqgan (default: the shipped one)",
+    )
     parser.add_argument("--offline-steps", type=int, default=150)
     parser.add_argument("--offline-cutn", type=int, default=16)
     parser.add_argument("--lr", type=float, default=0.1)
@@ -198,6 +217,8 @@ def main() -> None:
             args.seed,
             args.threads,
             args.guide,
+            args.vqgan,
+            args.ink,
         )
         return
     if args.worker:

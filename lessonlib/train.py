@@ -370,6 +370,77 @@ class ReshapeWhenShapeUnsaid(torch.utils.data.Dataset):
         return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0), text
 
 
+class RepeatTheObject(torch.utils.data.Dataset):
+    """Training augmentation: some scenes show their main object two or three times, and say so.
+
+    Introduced in lesson 04_vqgan_clip.
+
+    A CLIP that never saw a shape drawn twice has no reason to prefer one red circle to three, so it
+    lets VQGAN+CLIP paint copies everywhere. Here, with probability ``p``, one or two copies of the
+    main object (same colour and shape, random size and free position) are added, up to
+    ``max_objects`` in all (captions stay within the tokenizer's 32 tokens), and the caption names
+    every object ("a red circle and a red circle"). "a red circle" alone then means one.
+
+    Example:
+        >>> from lessonlib.data import ShapesWorld
+        >>> ds = RepeatTheObject(ShapesWorld(20, seed=0), p=1.0)
+        >>> len(ds.objects(0)) > 1 and " and " in ds[0][1]
+        True
+    """
+
+    def __init__(self, world, p: float = 0.5, seed: int = 0, max_objects: int = 3) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
+        if not hasattr(world, "objects") or not hasattr(world, "image_size"):
+            raise TypeError(f"RepeatTheObject needs a ShapesWorld, got {type(world).__name__}")
+        if not isinstance(max_objects, int) or max_objects < 2:
+            raise ValueError(f"max_objects must be an integer >= 2, got {max_objects!r}")
+        self.world, self.p, self.seed, self.max_objects = world, p, seed, max_objects
+        self.image_size = world.image_size
+
+    def __len__(self) -> int:
+        return len(self.world)
+
+    def _rng(self, i: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, int(i), 2])
+
+    def objects(self, i: int):
+        from lessonlib.data import POSITIONS, SIZES, ShapeObject
+
+        objects = self.world.objects(i)
+        rng = self._rng(i)
+        if self.p == 0.0 or rng.random() >= self.p:
+            return objects
+        extra = min(int(rng.integers(1, 3)), self.max_objects - len(objects))
+        if extra < 1:  # the scene is full already
+            return objects
+        taken = {obj.position for obj in objects}
+        free = [pos for pos in POSITIONS if pos not in taken]
+        main = objects[0]
+        for j in rng.permutation(len(free))[:extra]:
+            objects.append(
+                ShapeObject(
+                    main.shape,
+                    main.colour,
+                    size=SIZES[int(rng.integers(len(SIZES)))],
+                    position=free[int(j)],
+                    jitter=(float(rng.uniform(-1, 1)), float(rng.uniform(-1, 1))),
+                    shade=float(rng.uniform(0.85, 1.1)),
+                )
+            )
+        return objects
+
+    def __getitem__(self, i: int):
+        from lessonlib.data import caption, render_array
+
+        objects = self.objects(i)
+        if len(objects) == len(self.world.objects(i)):
+            return self.world[i]
+        text = caption(objects, detail="random", rng=np.random.default_rng([self.seed, int(i), 3]))
+        array = render_array(objects, self.image_size)
+        return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0), text
+
+
 @torch.no_grad()
 def embed_batch(model, tokenizer, images: torch.Tensor, texts: Sequence[str], mean=None, std=None):
     """Normalised (image_features, text_features) of a batch, in eval mode, without gradients."""

@@ -19,18 +19,26 @@ Lesson 04's critic (``lessonlib.models.load_tiny_guides``) adds four more, each 
 command: two from other seeds (``--seed 1``, ``--seed 2``) and two fine-tuned from the shipped model
 adversarially (``--init shipped --adversarial-eps 1.0 --augment --steps 1500 --lr 5e-4 --warmup 0
 --seed 7``, and ``--adversarial-eps 0.5 ... --seed 8``).
+
+Options for critics (lesson 04; measured in BENCHMARKS.md): ``--split all`` trains on every colour +
+shape pair (lesson 01's models never see the held-out pairs, so they guide poorly towards them),
+``--blur SIGMA`` blurs half of every batch (sigma up to SIGMA pixels) so that shapes are read from
+their outline, not from a few edge pixels, and ``--copies P`` draws the main object two or three
+times in a fraction P of the scenes, captioned as such (``train.RepeatTheObject``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
 import time
 
 import torch
+import torch.nn.functional as F
 
 from lessonlib.data import ShapesWorld, class_names
 from lessonlib.environment import seed_everything
@@ -46,6 +54,7 @@ from lessonlib.models import (
 )
 from lessonlib.train import (
     RecolourWhenColourUnsaid,
+    RepeatTheObject,
     ReshapeWhenShapeUnsaid,
     train_clip,
     zero_shot_accuracy,
@@ -66,6 +75,9 @@ DEFAULTS = {
     "reshape": 0.0,
     "adversarial_eps": 0.0,
     "adversarial_steps": 3,
+    "split": "train",
+    "copies": 0.0,
+    "blur": 0.0,
 }
 
 
@@ -77,19 +89,29 @@ def training_data(
     detail_weights: dict[str, float] | None = None,
     recolour: float = 0.0,
     reshape: float = 0.0,
+    split: str = "train",
+    copies: float = 0.0,
 ):
-    """``epoch -> ShapesWorld``: fresh training images every epoch (held-out pairs never appear)."""
+    """``epoch -> ShapesWorld``: fresh training images every epoch.
+
+    ``split="train"`` (lesson 01's models) never shows a held-out pair; ``"all"`` shows every pair
+    (lesson 04's critics, which must know every prompt they are asked to draw).
+    """
+    if split not in ("train", "all"):
+        raise ValueError(f"split {split!r}: train on 'train' (held-out pairs never shown) or 'all'")
 
     def make(epoch: int):
         world = ShapesWorld(
             images_per_epoch,
-            split="train",
+            split=split,
             seed=seed * 100_000 + epoch,
             image_size=image_size,
             max_objects=max_objects,
             detail="random",
             detail_weights=detail_weights,
         )
+        if copies > 0:
+            world = RepeatTheObject(world, p=copies, seed=seed * 100_000 + epoch)
         if reshape > 0:
             world = ReshapeWhenShapeUnsaid(world, p=reshape, seed=seed * 100_000 + epoch)
         if recolour > 0:
@@ -109,6 +131,53 @@ def _cutout_augment(image_size: int):
         return torch.cat([cut(images[i : i + 1], 1, generator) for i in range(len(images))]).clamp(
             0, 1
         )
+
+    return augment
+
+
+def _blur_augment(max_sigma: float, p: float = 0.5):
+    """``(images, generator) -> images``: a fraction ``p`` of the images blurred, sigma in [0, max_sigma].
+
+    A VQGAN's pictures are softer than Shapes World's crisp renders. Critics trained only on crisp
+    renders read shapes from a few edge pixels (lesson 04 measured the shipped tiny CLIP's shape accuracy
+    fall from 97% to 56% at sigma 0.7), and guiding with such fragile cues draws blobs. Trained on
+    blurred copies too, a critic has to read a shape from its outline.
+    """
+    if not max_sigma > 0:
+        raise ValueError(f"blur must be a positive sigma in pixels, got {max_sigma!r}")
+    radius = max(1, math.ceil(2 * max_sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+
+    def augment(images, generator):
+        n, c = images.shape[:2]
+        sigma = torch.rand(n, generator=generator) * max_sigma
+        keep = torch.rand(n, generator=generator) >= p
+        kernel = torch.exp(-0.5 * (offsets[None] / sigma.clamp_min(1e-3)[:, None]) ** 2)
+        kernel = kernel / kernel.sum(1, keepdim=True)
+        kernel[keep] = (offsets == 0).float()  # these images stay crisp
+        k = kernel.to(images).repeat_interleave(c, 0)  # one 1-D kernel per image and channel
+        x = images.reshape(1, n * c, *images.shape[2:])
+        x = F.conv2d(
+            F.pad(x, (radius, radius, 0, 0), mode="replicate"), k[:, None, None, :], groups=n * c
+        )
+        x = F.conv2d(
+            F.pad(x, (0, 0, radius, radius), mode="replicate"), k[:, None, :, None], groups=n * c
+        )
+        return x.reshape(images.shape)
+
+    return augment
+
+
+def _compose(*augments):
+    """Apply the given augmentations in order (``None`` entries skipped); ``None`` if there are none."""
+    steps = [a for a in augments if a is not None]
+    if not steps:
+        return None
+
+    def augment(images, generator):
+        for step in steps:
+            images = step(images, generator)
+        return images
 
     return augment
 
@@ -151,7 +220,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="train on random cutouts (scale 0.8-1, 15 degrees, flips, noise up to 0.1), as "
         "VQGAN+CLIP sees its pictures",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.split not in ("train", "all"):
+        p.error(f"--split {args.split!r}: choose 'train' (held-out pairs never shown) or 'all'")
+    if not args.blur >= 0:
+        p.error(f"--blur {args.blur!r}: give a sigma in pixels >= 0 (0 = no blur)")
+    if not 0 <= args.copies <= 1:
+        p.error(f"--copies {args.copies!r}: give a probability in [0, 1]")
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -180,6 +256,8 @@ def main(argv: list[str] | None = None) -> dict:
         detail_weights,
         args.recolour,
         args.reshape,
+        args.split,
+        args.copies,
     )
     history = train_clip(
         model,
@@ -196,7 +274,10 @@ def main(argv: list[str] | None = None) -> dict:
         seed=args.seed,
         adversarial_eps=args.adversarial_eps,
         adversarial_steps=args.adversarial_steps,
-        augment=_cutout_augment(cfg.image_size) if args.augment else None,
+        augment=_compose(
+            _blur_augment(args.blur) if args.blur > 0 else None,
+            _cutout_augment(cfg.image_size) if args.augment else None,
+        ),
     )
     print(
         f"trained {history.steps} steps in {history.seconds:.0f} s (CPU {history.cpu_seconds:.0f} s); final loss {history.smoothed_loss()[-1]:.3f}"

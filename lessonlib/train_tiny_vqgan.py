@@ -11,6 +11,10 @@ offline; an adversarial (PatchGAN) loss is what makes taming's photos sharp, but
 are flat colours on black, which L1 + L2 already reconstruct to ~30 dB PSNR at 32x32, and a GAN would
 triple the training time on 2 CPU cores.
 
+Other architectures (experiments in BENCHMARKS.md, Lesson 04): ``--ch-mult 1,1`` gives factor 2 (a
+16x16 grid of codes at 32x32), ``--ch`` the base width (a multiple of 32), ``--n-embed`` the codebook
+size.
+
 Example:
     python -m lessonlib.train_tiny_vqgan --steps 1000 --out lessonlib/weights/tiny_vqgan.safetensors
 """
@@ -86,13 +90,17 @@ def train(
     seed: int = 0,
     restart_every: int = 100,
     progress: bool = True,
+    config_overrides: dict | None = None,
 ) -> tuple[VQGAN, dict]:
-    """Train a tiny VQGAN on Shapes World; returns the model and a dict of training facts."""
+    """Train a tiny VQGAN on Shapes World; returns the model and a dict of training facts.
+
+    ``config_overrides`` changes entries of ``TINY_CONFIG`` (e.g. ``{"ch_mult": (1, 2)}``).
+    """
     from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
-    images = make_images(n_train, seed=seed)
-    config = VQGANConfig(**TINY_CONFIG)
+    config = VQGANConfig(**{**TINY_CONFIG, **(config_overrides or {})})
+    images = make_images(n_train, seed=seed, image_size=config.resolution)
     model = VQGAN(config, legacy_beta=False)
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.9))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
@@ -146,11 +154,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--ch-mult",
+        default=",".join(str(m) for m in TINY_CONFIG["ch_mult"]),
+        help="channel multipliers, one per level; the downsampling factor is 2 ** (levels - 1)",
+    )
+    parser.add_argument("--ch", type=int, default=TINY_CONFIG["ch"], help="base channel width")
+    parser.add_argument("--n-embed", type=int, default=TINY_CONFIG["n_embed"], help="codebook size")
     parser.add_argument("--out", type=Path, default=TINY_VQGAN_WEIGHTS)
     args = parser.parse_args(argv)
+    try:
+        ch_mult = tuple(int(m) for m in args.ch_mult.split(","))
+    except ValueError:
+        parser.error(f"--ch-mult {args.ch_mult!r}: give integers separated by commas, e.g. 1,2")
     torch.set_num_threads(args.threads)
-    model, facts = train(args.steps, args.batch_size, args.lr, seed=args.seed)
-    test = make_images(2000, seed=1000 + args.seed)
+    overrides = {"ch": args.ch, "ch_mult": ch_mult, "n_embed": args.n_embed}
+    model, facts = train(
+        args.steps, args.batch_size, args.lr, seed=args.seed, config_overrides=overrides
+    )
+    test = make_images(2000, seed=1000 + args.seed, image_size=model.config.resolution)
     quality = evaluate(model, test)
     try:  # the independent judge: do reconstructions keep colour, shape and size?
         from lessonlib.judge import judge_reconstructions
@@ -160,7 +182,8 @@ def main(argv: list[str] | None = None) -> None:
         pass
     command = (
         f"python -m lessonlib.train_tiny_vqgan --steps {args.steps} --batch-size {args.batch_size} "
-        f"--lr {args.lr} --seed {args.seed} --threads {args.threads}"
+        f"--lr {args.lr} --seed {args.seed} --threads {args.threads} "
+        f"--ch {args.ch} --ch-mult {','.join(str(m) for m in ch_mult)} --n-embed {args.n_embed}"
     )
     facts.pop("history")
     save_vqgan(

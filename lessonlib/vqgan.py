@@ -32,18 +32,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# One error class for every checkpoint lessonlib refuses (CLIPs and VQGANs alike).
+from lessonlib.registry import CheckpointError
+
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 TINY_VQGAN_WEIGHTS = WEIGHTS_DIR / "tiny_vqgan.safetensors"
 REPRODUCE_COMMAND = "python -m lessonlib.train_tiny_vqgan"
 
 # The two official ImageNet VQGANs of taming-transformers (Esser, Rombach & Ommer 2021). Files are
 # ~1 GB each; `download_taming_vqgan` fetches them once into lessonlib's cache (pretrained mode only).
+# No published hash for these files could be found from this project's sources (no network here), so
+# "sha256" is None: download_taming_vqgan then records the first download's hash and checks it on every
+# later use. Fill in a hash only after computing it from a downloaded file.
 TAMING_VQGANS = {
     "vqgan_imagenet_f16_16384": {
+        "sha256": None,
         "ckpt": "https://heibox.uni-heidelberg.de/d/a7530b09fed84f80a887/files/?p=%2Fckpts%2Flast.ckpt&dl=1",
         "yaml": "https://heibox.uni-heidelberg.de/d/a7530b09fed84f80a887/files/?p=%2Fconfigs%2Fmodel.yaml&dl=1",
     },
     "vqgan_imagenet_f16_1024": {
+        "sha256": None,
         "ckpt": "https://heibox.uni-heidelberg.de/d/8088892a516d4e3baf92/files/?p=%2Fckpts%2Flast.ckpt&dl=1",
         "yaml": "https://heibox.uni-heidelberg.de/d/8088892a516d4e3baf92/files/?p=%2Fconfigs%2Fmodel.yaml&dl=1",
     },
@@ -64,10 +72,6 @@ INERT_GLOBALS = frozenset(
         "argparse.Namespace",
     }
 )
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or config file that lessonlib refuses or cannot use (the message says why)."""
 
 
 @dataclass
@@ -515,22 +519,50 @@ def load_taming_vqgan(
     return build_vqgan(config, state, source=f"'{ckpt_path}'", with_encoder=with_encoder)
 
 
-def download_taming_vqgan(name: str = "vqgan_imagenet_f16_16384") -> tuple[Path, Path]:
+def download_taming_vqgan(
+    name: str = "vqgan_imagenet_f16_16384", sha256: str | None = None
+) -> tuple[Path, Path]:
     """Download (once) an official taming VQGAN into lessonlib's cache: ``(ckpt_path, yaml_path)``.
 
     Introduced in lesson 04_vqgan_clip. Pretrained mode only: in offline mode it raises at once
     instead of waiting for a network that is not there.
 
+    The checkpoint is pinned by sha256. ``sha256`` (or the hash in ``TAMING_VQGANS``, where the course
+    knows one) is checked before the file is used. Without one, the hash of the first complete
+    download is written beside it (``last.ckpt.sha256``, and ``model.yaml.sha256`` for the config) and
+    every later call checks the cached files against them, so a damaged or swapped file is refused
+    instead of loaded.
+
     Example:
         >>> ckpt, yaml_path = download_taming_vqgan("vqgan_imagenet_f16_16384")  # doctest: +SKIP
     """
     from lessonlib.environment import cache_dir, get_mode
+    from lessonlib.registry import file_sha256, verify_sha256
 
     if name not in TAMING_VQGANS:
         raise ValueError(f"unknown VQGAN {name!r}: choose one of {', '.join(TAMING_VQGANS)}")
+    expected = sha256 or TAMING_VQGANS[name].get("sha256")
+    if expected is not None and (
+        not isinstance(expected, str)
+        or len(expected.strip()) != 64
+        or any(c not in "0123456789abcdef" for c in expected.strip().lower())
+    ):
+        raise ValueError(
+            f"sha256 {expected!r} is not 64 hexadecimal digits: give the full hash, or None"
+        )
     folder = cache_dir() / "vqgan" / name
     ckpt, yml = folder / "last.ckpt", folder / "model.yaml"
+
+    def recorded(path: Path) -> Path:
+        return path.with_name(path.name + ".sha256")
+
     if ckpt.is_file() and yml.is_file():
+        for path in (ckpt, yml):
+            known = expected if path == ckpt else None
+            if known is None and recorded(path).is_file():
+                known = recorded(path).read_text().split()[0]
+            if known:
+                verify_sha256(path, known)
         return ckpt, yml
     if get_mode() == "offline":
         raise FileNotFoundError(
@@ -542,6 +574,13 @@ def download_taming_vqgan(name: str = "vqgan_imagenet_f16_16384") -> tuple[Path,
         if not dest.is_file():
             tmp = dest.with_suffix(dest.suffix + ".part")
             torch.hub.download_url_to_file(url, str(tmp), progress=True)
+            if dest == ckpt and expected:
+                try:
+                    verify_sha256(tmp, expected)
+                except ValueError:  # CheckpointError: the wrong file; keep nothing of it
+                    tmp.unlink(missing_ok=True)
+                    raise
+            recorded(dest).write_text(f"{file_sha256(tmp)}  {dest.name}\n")
             tmp.replace(dest)
     return ckpt, yml
 

@@ -3,6 +3,7 @@
 import json
 
 import matplotlib
+import numpy as np
 import pytest
 import torch
 
@@ -283,3 +284,82 @@ def test_adversarial_training_runs_and_validates(tiny):
     assert len(history.loss) == 2 and seen == [torch.Size([16, 3, 32, 32])] * 2
     with pytest.raises(ValueError, match="adversarial_eps must be a number >= 0"):
         train_clip(model, tok, ShapesWorld(32), steps=1, batch_size=16, adversarial_eps=-1)
+
+
+def test_blur_augment_matches_a_gaussian_filter_and_keeps_crisp_images():
+    from scipy import ndimage
+
+    from lessonlib.train_tiny_clip import _blur_augment, _compose
+
+    world = ShapesWorld(6, seed=5)
+    x = torch.stack([world.tensor(i) for i in range(6)])
+    sigmas = torch.rand(6, generator=torch.Generator().manual_seed(1))
+    y = _blur_augment(1.0, p=1.0)(x, torch.Generator().manual_seed(1))
+    for i in range(6):  # same sigma draw as the augmentation's (first use of the same generator)
+        s = float(sigmas[i])
+        ref = ndimage.gaussian_filter(x[i].numpy(), (0, s, s), mode="nearest", truncate=2.0 / s)
+        np.testing.assert_allclose(y[i].numpy(), ref, atol=1e-5)
+    assert (y - x).abs().max() > 0.05  # something was blurred
+    assert torch.equal(_blur_augment(1.0, p=0.0)(x, torch.Generator()), x)
+    assert _compose(None, None) is None
+    twice = _compose(_blur_augment(0.5, p=1.0), _blur_augment(0.5, p=1.0))
+    assert twice(x, torch.Generator().manual_seed(0)).shape == x.shape
+    for bad in (0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="positive sigma"):
+            _blur_augment(bad)
+
+
+def test_training_data_split_all_shows_held_out_pairs_and_train_never_does():
+    from lessonlib.data import HELD_OUT_PAIRS
+    from lessonlib.train_tiny_clip import training_data
+
+    held = set(HELD_OUT_PAIRS)
+
+    def pairs(split):
+        world = training_data(400, 0, 1, 32, split=split)(0)
+        return {obj.pair for i in range(len(world)) for obj in world.objects(i)}
+
+    assert not pairs("train") & held
+    assert pairs("all") & held
+    with pytest.raises(ValueError, match="'test'"):
+        training_data(10, 0, 1, 32, split="test")
+    from lessonlib.train_tiny_clip import parse_args
+
+    for bad in (["--split", "test"], ["--blur", "-1"], ["--copies", "2"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
+    assert parse_args(["--split", "all", "--blur", "1", "--copies", "0.5"]).copies == 0.5
+
+
+def test_repeat_the_object_adds_copies_and_names_them():
+    from lessonlib.train import RepeatTheObject
+
+    world = ShapesWorld(60, seed=2, detail="simple")
+    ds = RepeatTheObject(world, p=0.5, seed=1)
+    repeated = 0
+    for i in range(len(ds)):
+        objects, base = ds.objects(i), world.objects(i)
+        image, text = ds[i]
+        assert objects[: len(base)] == base
+        if len(objects) == len(base):
+            assert text == world.captions[i] and torch.equal(image, world.tensor(i))
+            continue
+        repeated += 1
+        assert 2 <= len(objects) <= 3  # max_objects=3
+        assert all(o.pair == base[0].pair for o in objects[len(base) :])
+        assert len({o.position for o in objects}) == len(objects)  # copies never overlap a cell
+        assert text.count(" and ") == len(objects) - 1
+        assert image.shape == (3, world.image_size, world.image_size)
+    assert 15 <= repeated <= 45  # p = 0.5 of 60
+    assert ds.objects(7) == ds.objects(7)  # the same seed gives the same scene
+    assert all(len(RepeatTheObject(world, p=0.0).objects(i)) == 1 for i in range(10))
+    with pytest.raises(ValueError, match="probability"):
+        RepeatTheObject(world, p=1.5)
+    with pytest.raises(TypeError, match="ShapesWorld"):
+        RepeatTheObject([(torch.zeros(3, 32, 32), "a red circle")])
+    with pytest.raises(ValueError, match="max_objects"):
+        RepeatTheObject(world, max_objects=1)
+    full = ShapesWorld(30, seed=4, max_objects=3)  # scenes that are full already stay as they are
+    capped = RepeatTheObject(full, p=1.0)
+    assert all(len(capped.objects(i)) <= 3 for i in range(30))
+    assert any(len(full.objects(i)) == 3 == len(capped.objects(i)) for i in range(30))

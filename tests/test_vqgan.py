@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,6 +250,48 @@ def test_download_refuses_in_offline_mode(monkeypatch, tmp_path):
         V.download_taming_vqgan("f16_99")
 
 
+def test_download_pins_the_checkpoint_by_sha256(monkeypatch, tmp_path):
+    """First download records the hash; a later swap of the cached file is refused; a wrong known hash
+    deletes the download and raises, keeping no half-trusted file."""
+    import torch
+
+    from lessonlib.registry import CheckpointError, file_sha256
+
+    monkeypatch.setenv("LESSONLIB_MODE", "pretrained")
+    monkeypatch.setenv("LESSONLIB_CACHE", str(tmp_path))
+    import lessonlib.environment as env
+
+    monkeypatch.setattr(env, "_current", None)
+    calls = []
+
+    def fake_download(url, dst, progress=True):
+        calls.append(url)
+        Path(dst).write_bytes(b"yaml" if "yaml" in url else b"checkpoint bytes")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    ckpt, yml = V.download_taming_vqgan("vqgan_imagenet_f16_1024")
+    assert len(calls) == 2 and ckpt.read_bytes() == b"checkpoint bytes"
+    recorded = ckpt.with_name("last.ckpt.sha256").read_text().split()[0]
+    assert recorded == file_sha256(ckpt)
+    assert V.download_taming_vqgan("vqgan_imagenet_f16_1024") == (ckpt, yml) and len(calls) == 2
+    yml.write_text("model: {}")  # a swapped config is refused too
+    with pytest.raises(CheckpointError, match="model.yaml"):
+        V.download_taming_vqgan("vqgan_imagenet_f16_1024")
+    yml.write_bytes(b"yaml")
+    ckpt.write_bytes(b"something else")  # a damaged or swapped cache file
+    with pytest.raises(CheckpointError, match="last.ckpt"):
+        V.download_taming_vqgan("vqgan_imagenet_f16_1024")
+    # A known hash that the download does not match: the file is removed, nothing is cached.
+    wrong = "0" * 64
+    with pytest.raises(CheckpointError, match=wrong):
+        V.download_taming_vqgan("vqgan_imagenet_f16_16384", sha256=wrong)
+    folder = tmp_path / "vqgan" / "vqgan_imagenet_f16_16384"
+    assert not (folder / "last.ckpt").exists() and not list(folder.glob("*.part"))
+    with pytest.raises(ValueError, match="64 hexadecimal"):
+        V.download_taming_vqgan("vqgan_imagenet_f16_16384", sha256="abc")
+    assert len(calls) == 4  # the malformed hash was refused before any download
+
+
 def test_shipped_tiny_vqgan_reconstructs_shapes_world():
     """The shipped weights load, are small, and reconstruct unseen Shapes World images well."""
     from lessonlib.train_tiny_vqgan import evaluate, make_images
@@ -317,3 +360,17 @@ def test_checkpoint_is_memory_mapped_where_possible(tmp_path, monkeypatch):
     calls.clear()
     state = V.load_checkpoint_state(tmp_path / "legacy.pt")
     assert calls == [True, None] and set(state) == set(model.state_dict())
+
+
+def test_tiny_vqgan_trainer_takes_other_architectures(tmp_path):
+    from lessonlib import train_tiny_vqgan as T
+
+    model, facts = T.train(
+        steps=2, batch_size=4, n_train=16, progress=False, config_overrides={"ch_mult": (1, 1)}
+    )
+    assert model.factor == 2 and facts["steps"] == 2
+    assert model.encode_to_codes(torch.zeros(1, 3, 32, 32)).shape == (1, 16, 16)
+    with pytest.raises(SystemExit):
+        T.main(["--ch-mult", "1,x", "--out", str(tmp_path / "v.safetensors")])
+    with pytest.raises(ValueError, match="multiples of 32"):
+        T.train(steps=1, n_train=4, progress=False, config_overrides={"ch": 16})
