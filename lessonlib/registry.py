@@ -147,6 +147,19 @@ def file_sha256(path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def check_sha256(expected) -> str:
+    """``expected`` as 64 lower-case hex digits, or a ``ValueError`` saying what a sha256 looks like.
+
+    Example:
+        >>> check_sha256(" " + "AB" * 32)[:4]
+        'abab'
+    """
+    text = expected.strip().lower() if isinstance(expected, str) else ""
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise ValueError(f"sha256 {expected!r} is not 64 hexadecimal digits: give the full hash")
+    return text
+
+
 def verify_sha256(path, expected: str) -> None:
     """Raise ``CheckpointError`` unless the file's sha256 equals ``expected`` (a 64-hex-digit string).
 
@@ -155,9 +168,7 @@ def verify_sha256(path, expected: str) -> None:
     Example:
         >>> verify_sha256('model.safetensors', '3f5a...')  # doctest: +SKIP
     """
-    expected = expected.strip().lower()
-    if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
-        raise ValueError(f"sha256 {expected!r} is not 64 hexadecimal digits: give the full hash")
+    expected = check_sha256(expected)
     got = file_sha256(path)
     if got != expected:
         raise CheckpointError(

@@ -537,19 +537,13 @@ def download_taming_vqgan(
         >>> ckpt, yaml_path = download_taming_vqgan("vqgan_imagenet_f16_16384")  # doctest: +SKIP
     """
     from lessonlib.environment import cache_dir, get_mode
-    from lessonlib.registry import file_sha256, verify_sha256
+    from lessonlib.registry import check_sha256, file_sha256, verify_sha256
 
     if name not in TAMING_VQGANS:
         raise ValueError(f"unknown VQGAN {name!r}: choose one of {', '.join(TAMING_VQGANS)}")
     expected = sha256 or TAMING_VQGANS[name].get("sha256")
-    if expected is not None and (
-        not isinstance(expected, str)
-        or len(expected.strip()) != 64
-        or any(c not in "0123456789abcdef" for c in expected.strip().lower())
-    ):
-        raise ValueError(
-            f"sha256 {expected!r} is not 64 hexadecimal digits: give the full hash, or None"
-        )
+    if expected is not None:  # a malformed hash is refused before anything is downloaded
+        expected = check_sha256(expected)
     folder = cache_dir() / "vqgan" / name
     ckpt, yml = folder / "last.ckpt", folder / "model.yaml"
 
