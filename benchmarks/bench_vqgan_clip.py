@@ -120,30 +120,87 @@ def offline_quality(
     guide: str = "ensemble",
     vqgan_path: str | None = None,
     ink: float = 0.0,
+    prior: str | None = None,
+    candidates: int = 16,
+    refine_steps: int = 0,
+    guidance: float = 2.0,
+    temperature: float = 1.0,
+    top_k: int | None = 16,
 ) -> None:
     """The offline target: n prompts "a {size} {colour} {shape}", tiny VQGAN + tiny CLIP, judged by
-    lessonlib.judge (pixel statistics and shape templates, no CLIP)."""
+    lessonlib.judge (pixel statistics and shape templates, no CLIP).
+
+    With ``prior`` ("shipped" or a file saved by ``lessonlib.prior.save_prior``), pictures come from
+    ``lessonlib.prior.draw``: the prior samples ``candidates`` code grids, the guide picks one, and
+    ``refine_steps`` of VQGAN+CLIP polish it. The report then also judges the prior's first sample
+    alone and counts prompts where some candidate was right."""
     import torch
 
     torch.set_num_threads(threads)
     from lessonlib.generate import generate, ink_penalty
     from lessonlib.judge import judge, object_prompts
-    from lessonlib.models import load_tiny_clip, load_tiny_guides
+    from lessonlib.models import load_tiny_clip, load_tiny_guides, load_tiny_rerankers
     from lessonlib.vqgan import load_vqgan
 
-    vqgan = load_vqgan(vqgan_path)  # None: the shipped tiny VQGAN
+    if prior is not None:
+        from lessonlib.prior import draw, load_prior
+
+        prior_model, vqgan = load_prior(None if prior == "shipped" else prior, vqgan_path)
+    else:
+        vqgan = load_vqgan(vqgan_path)  # None: the shipped tiny VQGAN
     if guide == "ensemble":  # lesson 04's critic: five tiny CLIPs (load_tiny_guides)
         clip_model, preprocess, tokenizer = load_tiny_guides()
     elif guide == "tiny":  # the shipped tiny CLIP alone
         clip_model, preprocess, tokenizer = load_tiny_clip()
+    elif (
+        guide == "rerank"
+    ):  # the three critics that rerank the prior's samples (load_tiny_rerankers)
+        clip_model, preprocess, tokenizer = load_tiny_rerankers()
     else:  # comma-separated tiny CLIP files, joined as one CLIPEnsemble (experiments)
         clip_model, preprocess, tokenizer = load_tiny_guides(guide.split(","))
     print(
         f"vqgan: {vqgan_path or 'shipped'} (factor {vqgan.factor}); guide: {guide}; {n_prompts} "
         f"prompts, {steps} steps, {cutn} cutouts, lr {lr}, ink {ink}"
     )
+    if prior is not None:
+        print(
+            f"prior: {prior}; {candidates} candidates, refine steps {refine_steps}, guidance "
+            f"{guidance}, temperature {temperature}, top-k {top_k}"
+        )
     right, seconds = 0, []
+    first_right = any_right = 0
     for i, prompt in enumerate(object_prompts(n_prompts, seed=seed)):
+        if prior is not None:
+            drawn = draw(
+                prompt,
+                prior_model,
+                vqgan,
+                clip_model,
+                tokenizer,
+                preprocess,
+                candidates=candidates,
+                temperature=temperature,
+                top_k=top_k,
+                guidance=guidance,
+                refine_steps=refine_steps,
+                seed=seed + i,
+                cutn=cutn,
+                chunk=cutn,
+                lr=lr,
+                image_loss=ink_penalty(ink) if ink else None,
+            )
+            verdict = judge(drawn.image, prompt)
+            cands = [judge(c, prompt).ok for c in drawn.candidates]
+            first_right += cands[0]
+            any_right += any(cands)
+            right += verdict.ok
+            seconds.append(drawn.seconds)
+            print(
+                f"{prompt:28s} {drawn.seconds:5.1f} s  {verdict}  candidates right "
+                f"{''.join('+' if c else '-' for c in cands)}, chose {drawn.chosen}",
+                flush=True,
+            )
+            continue
         result = generate(
             prompt,
             vqgan,
@@ -163,6 +220,11 @@ def offline_quality(
         right += verdict.ok
         seconds.append(result.seconds)
         print(f"{prompt:28s} {result.seconds:5.1f} s  {verdict}", flush=True)
+    if prior is not None:
+        print(
+            f"prior's first sample alone: {first_right}/{n_prompts}; some candidate right: "
+            f"{any_right}/{n_prompts}"
+        )
     print(
         f"judged right: {right}/{n_prompts} ({100 * right / n_prompts:.0f}%); seconds per image: "
         f"median {statistics.median(seconds):.1f}, max {max(seconds):.1f}; "
@@ -193,7 +255,8 @@ def main() -> None:
     parser.add_argument(
         "--guide",
         default="ensemble",
-        help="offline critic: 'ensemble' (load_tiny_guides), 'tiny' (the tiny CLIP alone) or "
+        help="offline critic: 'ensemble' (load_tiny_guides), 'tiny' (the tiny CLIP alone), 'rerank' "
+        "(load_tiny_rerankers) or "
         "comma-separated tiny CLIP .safetensors files",
     )
     parser.add_argument("--ink", type=float, default=0.0, help="offline: ink_penalty weight")
@@ -202,6 +265,20 @@ def main() -> None:
         default=None,
         help="offline: a VQGAN saved by save_vqgan (default: the shipped one)",
     )
+    parser.add_argument(
+        "--prior",
+        default=None,
+        help="offline: draw with a code prior ('shipped' or a file saved by lessonlib.prior.save_prior)",
+    )
+    parser.add_argument(
+        "--candidates", type=int, default=16, help="offline prior: samples per prompt"
+    )
+    parser.add_argument(
+        "--refine-steps", type=int, default=0, help="offline prior: VQGAN+CLIP steps after the pick"
+    )
+    parser.add_argument("--guidance", type=float, default=2.0, help="offline prior: CFG scale")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=16)
     parser.add_argument("--offline-steps", type=int, default=150)
     parser.add_argument("--offline-cutn", type=int, default=16)
     parser.add_argument("--lr", type=float, default=0.1)
@@ -219,6 +296,12 @@ def main() -> None:
             args.guide,
             args.vqgan,
             args.ink,
+            args.prior,
+            args.candidates,
+            args.refine_steps,
+            args.guidance,
+            args.temperature,
+            args.top_k,
         )
         return
     if args.worker:

@@ -379,9 +379,14 @@ def auto_checkpoint_levels(vqgan, wh: tuple[int, int], min_side: int = 64) -> in
     return sum(1 for i in range(levels) if side // 2**i >= min_side)
 
 
-def _init_latents(vqgan, init_image, wh: tuple[int, int], generator, device) -> torch.Tensor:
+def _init_latents(
+    vqgan, init_image, wh: tuple[int, int], generator, device, init_codes=None
+) -> torch.Tensor:
     w, h = wh
     f = vqgan.factor
+    if init_codes is not None:
+        with torch.no_grad():
+            return vqgan.codes_to_latents(init_codes.to(device)).clone()
     if init_image is not None:
         from lessonlib.images import load_image
 
@@ -392,6 +397,31 @@ def _init_latents(vqgan, init_image, wh: tuple[int, int], generator, device) -> 
     codes = torch.randint(vqgan.config.n_embed, (1, h // f, w // f), generator=generator)
     with torch.no_grad():
         return vqgan.codes_to_latents(codes.to(device)).clone()
+
+
+def _check_init_codes(codes, vqgan, wh: tuple[int, int]) -> torch.Tensor:
+    w, h = wh
+    f = vqgan.factor
+    want = (1, h // f, w // f)
+    if not isinstance(codes, torch.Tensor) or codes.is_floating_point() or codes.is_complex():
+        raise ValueError(
+            f"init_codes must be an integer tensor of shape {want}, got {type(codes).__name__}"
+            + (f" of dtype {codes.dtype}" if isinstance(codes, torch.Tensor) else "")
+        )
+    if codes.dim() == 2:
+        codes = codes[None]
+    if tuple(codes.shape) != want:
+        raise ValueError(
+            f"init_codes has shape {tuple(codes.shape)}, but a {w}x{h} image with this factor-{f} "
+            f"VQGAN needs {want}"
+        )
+    n = vqgan.config.n_embed
+    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= n):
+        raise ValueError(
+            f"init_codes must lie in [0, {n - 1}] (this VQGAN has {n} codes), got values from "
+            f"{int(codes.min())} to {int(codes.max())}"
+        )
+    return codes.long()
 
 
 def _to_pil(image: torch.Tensor) -> Image.Image:
@@ -757,6 +787,7 @@ def generate(
     seed: int = 0,
     init_image=None,
     init_weight: float = 0.0,
+    init_codes: torch.Tensor | None = None,
     frame_every: int = 10,
     precision: str = "auto",
     checkpoint_levels: int | None = None,
@@ -783,6 +814,8 @@ def generate(
         seed: fixes the initial codes, the crops and the noise (same seed, same picture on one machine).
         init_image: start from this picture (path / PIL / array) instead of random codes;
             ``init_weight`` > 0 also keeps the latents close to it.
+        init_codes: start from these VQGAN codes instead, a (1, height / factor, width / factor)
+            integer grid (e.g. a sample of ``lessonlib.prior.CodePrior``); not with ``init_image``.
         frame_every: keep a frame every this many steps (``GenerationResult.frames``), and call
             ``callback(step, frame, loss)`` (e.g. a live preview widget) at the same moments.
         precision: ``"auto"`` runs the decoder and CLIP's image tower in bfloat16 where that was
@@ -845,6 +878,10 @@ def generate(
             "(with_encoder=False or drop_encoder()): load it with with_encoder=True, or leave out "
             "init_image"
         )
+    if init_codes is not None:
+        init_codes = _check_init_codes(init_codes, vqgan, wh)
+        if init_image is not None:
+            raise ValueError("give init_image or init_codes, not both")
     release_freed_memory()
     generator = torch.Generator().manual_seed(seed)
     weights = torch.tensor([p.weight for p in parsed], device=device)
@@ -852,7 +889,8 @@ def generate(
     start = time.perf_counter()
     with _frozen(vqgan, clip_model):
         text = encode_prompts(clip_model, tokenizer, parsed, device)
-        z = _init_latents(vqgan, init_image, wh, generator, device).requires_grad_(True)
+        z = _init_latents(vqgan, init_image, wh, generator, device, init_codes)
+        z.requires_grad_(True)
         z_init = z.detach().clone()
         book = vqgan.codebook.detach()
         z_min = book.min(0).values.view(1, -1, 1, 1)

@@ -42,6 +42,10 @@ TINY_GUIDE_WEIGHTS = (
     WEIGHTS_DIR / "tiny_clip_robust1.safetensors",
     WEIGHTS_DIR / "tiny_clip_robust05.safetensors",
 )
+# Lesson 04's rerankers for the code prior's samples: trained on every colour + shape pair, with blurred
+# pictures and up to three objects (the .json beside each has the command). Not used as a guide: their
+# gradients draw several copies of the object (BENCHMARKS.md, Lesson 04, session 3).
+TINY_RERANK_WEIGHTS = tuple(WEIGHTS_DIR / f"tiny_clip_rerank{i}.safetensors" for i in (1, 2, 3))
 
 
 @dataclass
@@ -348,3 +352,20 @@ def load_tiny_guides(paths=None, device: str = "cpu"):
         models.append(model)
         preprocess, tokenizer = preprocess or pre, tokenizer or tok
     return CLIPEnsemble(models).eval(), preprocess, tokenizer
+
+
+def load_tiny_rerankers(device: str = "cpu"):
+    """Lesson 04's reranker: three tiny CLIPs as one ``CLIPEnsemble``, ``(ensemble, preprocess, tokenizer)``.
+
+    Introduced in lesson 04_vqgan_clip.
+
+    Trained on every colour + shape pair, on blurred pictures and on scenes of up to three objects
+    (``TINY_RERANK_WEIGHTS``), they pick the right one among the code prior's samples more often than
+    the five-CLIP guide does (BENCHMARKS.md, Lesson 04).
+
+    Example:
+        >>> reranker, preprocess, tokenizer = load_tiny_rerankers()
+        >>> len(reranker.members)
+        3
+    """
+    return load_tiny_guides(TINY_RERANK_WEIGHTS, device=device)

@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> None:
         f"python -m lessonlib.train_tiny_vqgan --steps {args.steps} --batch-size {args.batch_size} "
         f"--lr {args.lr} --seed {args.seed} --threads {args.threads} "
         f"--ch {args.ch} --ch-mult {','.join(str(m) for m in ch_mult)} --n-embed {args.n_embed}"
+        + (f" --out {args.out}" if args.out != TINY_VQGAN_WEIGHTS else "")
     )
     facts.pop("history")
     save_vqgan(
