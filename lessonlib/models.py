@@ -276,22 +276,12 @@ def load_tiny_clip(path: str | Path | None = None, device: str = "cpu"):
     """
     from safetensors.torch import load_file
 
+    from lessonlib.registry import read_weights_config
+
     path = TINY_CLIP_WEIGHTS if path is None else Path(path)
-    config_path = path.with_suffix(".json")
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"tiny CLIP weights not found at '{path}': reinstall lessonlib or run `{REPRODUCE_COMMAND}`"
-        )
-    if not config_path.is_file():
-        raise FileNotFoundError(
-            f"tiny CLIP config not found at '{config_path}' (it sits beside the weights, same name, "
-            f".json): save models with lessonlib.models.save_tiny_clip"
-        )
-    info = json.loads(config_path.read_text())
-    if "config" not in info:
-        raise ValueError(
-            f"'{config_path}' has no 'config' entry: it was not written by save_tiny_clip"
-        )
+    info = read_weights_config(
+        path, "tiny CLIP", "lessonlib.models.save_tiny_clip", REPRODUCE_COMMAND
+    )
     cfg = TinyCLIPConfig.from_dict(info["config"])
     model = build_tiny_clip(cfg)
     state = load_file(str(path))  # safetensors: tensors only, no code runs
@@ -300,7 +290,7 @@ def load_tiny_clip(path: str | Path | None = None, device: str = "cpu"):
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
         raise ValueError(
-            f"weights in '{path}' do not match the config in '{config_path}': missing {missing[:5]}, "
+            f"weights in '{path}' do not match the config beside them: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}"
         )
     for name, tensor in state.items():

@@ -310,31 +310,17 @@ def load_prior(path: str | Path | None = None, vqgan_path: str | Path | None = N
     """
     from safetensors.torch import load_file
 
-    from lessonlib.registry import file_sha256
+    from lessonlib.registry import file_sha256, read_weights_config
     from lessonlib.vqgan import load_vqgan
 
     path = TINY_PRIOR_WEIGHTS if path is None else Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"prior weights not found at '{path}': reinstall lessonlib or run `{REPRODUCE_COMMAND}`"
-        )
-    config_path = path.with_suffix(".json")
-    if not config_path.is_file():
-        raise FileNotFoundError(
-            f"prior config not found at '{config_path}' (it sits beside the weights, same name, "
-            ".json): save priors with lessonlib.prior.save_prior"
-        )
-    info = json.loads(config_path.read_text())
-    if "config" not in info:
-        raise CheckpointError(f"'{config_path}' has no 'config' entry: not written by save_prior")
+    info = read_weights_config(path, "prior", "lessonlib.prior.save_prior", REPRODUCE_COMMAND)
     prior = CodePrior(PriorConfig.from_dict(info["config"]))
     state = load_file(str(path))
     try:
         prior.load_state_dict(state)
     except RuntimeError as err:
-        raise CheckpointError(
-            f"'{path}' does not match its config '{config_path}': {err}"
-        ) from None
+        raise CheckpointError(f"'{path}' does not match the config beside it: {err}") from None
     prior.eval().requires_grad_(False)
     if vqgan_path is None:  # the VQGAN it names, beside the prior or among the shipped weights
         name = info.get("vqgan", TINY_PRIOR_VQGAN.name)

@@ -177,6 +177,40 @@ def verify_sha256(path, expected: str) -> None:
         )
 
 
+def read_weights_config(path, what: str, saver: str, reproduce: str) -> dict:
+    """The ``.json`` beside a project model's safetensors (config, command, measurements), read with
+    errors that say what to do: missing weights, a missing ``.json``, or one without a ``config``.
+
+    Introduced in lesson 01_clip_concepts.
+
+    Example:
+        >>> from lessonlib.models import TINY_CLIP_WEIGHTS
+        >>> info = read_weights_config(TINY_CLIP_WEIGHTS, "tiny CLIP", "lessonlib.models.save_tiny_clip",
+        ...                            "python -m lessonlib.train_tiny_clip")
+        >>> "config" in info
+        True
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{what} weights not found at '{path}': reinstall lessonlib or run `{reproduce}`"
+        )
+    config_path = path.with_suffix(".json")
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"{what} config not found at '{config_path}' (it sits beside the weights, same name, "
+            f".json): save models with {saver}"
+        )
+    info = json.loads(config_path.read_text())
+    if not isinstance(info, dict) or "config" not in info:
+        raise CheckpointError(
+            f"'{config_path}' has no 'config' entry: it was not written by {saver}"
+        )
+    return info
+
+
 def read_state_dict(path) -> dict:
     """Read a checkpoint file safely and return its state dict (tensors only, on the CPU).
 

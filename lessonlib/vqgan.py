@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 # One error class for every checkpoint lessonlib refuses (CLIPs and VQGANs alike).
-from lessonlib.registry import CheckpointError
+from lessonlib.registry import CheckpointError, read_weights_config
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 TINY_VQGAN_WEIGHTS = WEIGHTS_DIR / "tiny_vqgan.safetensors"
@@ -623,19 +623,7 @@ def load_vqgan(path: str | Path | None = None) -> VQGAN:
     from safetensors.torch import load_file
 
     path = TINY_VQGAN_WEIGHTS if path is None else Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"VQGAN weights not found at '{path}': reinstall lessonlib or run `{REPRODUCE_COMMAND}`"
-        )
-    config_path = path.with_suffix(".json")
-    if not config_path.is_file():
-        raise FileNotFoundError(
-            f"VQGAN config not found at '{config_path}' (it sits beside the weights, same name, "
-            ".json): save models with lessonlib.vqgan.save_vqgan"
-        )
-    info = json.loads(config_path.read_text())
-    if "config" not in info:
-        raise CheckpointError(f"'{config_path}' has no 'config' entry: not written by save_vqgan")
+    info = read_weights_config(path, "VQGAN", "lessonlib.vqgan.save_vqgan", REPRODUCE_COMMAND)
     config = VQGANConfig.from_dict(info["config"])
     state = {k: v.float() for k, v in load_file(str(path)).items()}
     return build_vqgan(config, state, source=f"'{path}'")

@@ -147,6 +147,10 @@ def test_save_load_and_the_vqgan_pin(tmp_path, f2_vqgan):
     (tmp_path / "lonely.safetensors").write_bytes(path.read_bytes())
     with pytest.raises(FileNotFoundError, match="config not found"):
         load_prior(tmp_path / "lonely.safetensors")
+    (tmp_path / "noconf.safetensors").write_bytes(path.read_bytes())
+    (tmp_path / "noconf.json").write_text('{"command": "x"}')
+    with pytest.raises(CheckpointError, match="no 'config' entry"):
+        load_prior(tmp_path / "noconf.safetensors")
     info = json.loads(path.with_suffix(".json").read_text())
     info["config"]["d_model"] = 64
     (tmp_path / "bad.json").write_text(json.dumps(info))
@@ -184,27 +188,9 @@ def test_generate_starts_from_init_codes(f2_vqgan, tiny_clip_model):
     import numpy as np
 
     assert np.abs(np.asarray(result.frames[0]).astype(int) - start.numpy().astype(int)).max() <= 1
-    for bad, match in [
-        (codes.float(), "integer tensor"),
-        (codes[:, :4], r"needs \(1, 8, 8\)"),
-        (codes + 100, r"\[0, 31\]"),
-        ([[1, 2]], "integer tensor"),
-    ]:
-        with pytest.raises(ValueError, match=match):
-            G.generate(
-                "a red circle",
-                f2_vqgan,
-                clip_model,
-                tokenizer,
-                preprocess,
-                size=16,
-                steps=1,
-                cutn=2,
-                init_codes=bad,
-                progress=False,
-            )
-    with pytest.raises(ValueError, match="not both"):
-        G.generate(
+
+    def start_from(**kw):
+        return G.generate(
             "a red circle",
             f2_vqgan,
             clip_model,
@@ -213,10 +199,20 @@ def test_generate_starts_from_init_codes(f2_vqgan, tiny_clip_model):
             size=16,
             steps=1,
             cutn=2,
-            init_codes=codes,
-            init_image=torch.zeros(16, 16, 3).numpy(),
             progress=False,
+            **kw,
         )
+
+    for bad, match in [
+        (codes.float(), "integer tensor"),
+        (codes[:, :4], r"needs \(1, 8, 8\)"),
+        (codes + 100, r"\[0, 31\]"),
+        ([[1, 2]], "integer tensor"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            start_from(init_codes=bad)
+    with pytest.raises(ValueError, match="not both"):
+        start_from(init_codes=codes, init_image=torch.zeros(16, 16, 3).numpy())
 
 
 @pytest.fixture(scope="module")
