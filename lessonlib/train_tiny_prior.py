@@ -205,9 +205,8 @@ def held_out_loss(prior: CodePrior, vqgan, n: int = 1000, seed: int = 1000) -> f
     texts, codes = make_code_data(vqgan, prior.tokenizer, n, seed=seed)
     total = 0.0
     for first in range(0, n, 200):
-        total += prior.loss(
-            texts[first : first + 200], codes[first : first + 200].long()
-        ).item() * len(texts[first : first + 200])
+        part = slice(first, first + 200)
+        total += prior.loss(texts[part], codes[part].long()).item() * len(texts[part])
     return total / n
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -169,39 +170,16 @@ def test_check_compatible_names_the_mismatch(f2_vqgan):
 
 def test_generate_starts_from_init_codes(f2_vqgan, tiny_clip_model):
     clip_model, preprocess, tokenizer = tiny_clip_model
-    codes = torch.randint(32, (1, 8, 8), generator=torch.Generator().manual_seed(0))
-    result = G.generate(
-        "a red circle",
-        f2_vqgan,
-        clip_model,
-        tokenizer,
-        preprocess,
-        size=16,
-        steps=2,
-        cutn=4,
-        init_codes=codes,
-        frame_every=1,
-        progress=False,
-        precision="float32",
-    )
-    start = codes_to_images(f2_vqgan, codes)[0].mul(255).round().byte().permute(1, 2, 0)
-    import numpy as np
-
-    assert np.abs(np.asarray(result.frames[0]).astype(int) - start.numpy().astype(int)).max() <= 1
 
     def start_from(**kw):
-        return G.generate(
-            "a red circle",
-            f2_vqgan,
-            clip_model,
-            tokenizer,
-            preprocess,
-            size=16,
-            steps=1,
-            cutn=2,
-            progress=False,
-            **kw,
-        )
+        args = dict(size=16, steps=1, cutn=2, progress=False)
+        args.update(kw)
+        return G.generate("a red circle", f2_vqgan, clip_model, tokenizer, preprocess, **args)
+
+    codes = torch.randint(32, (1, 8, 8), generator=torch.Generator().manual_seed(0))
+    result = start_from(steps=2, cutn=4, init_codes=codes, frame_every=1, precision="float32")
+    start = codes_to_images(f2_vqgan, codes)[0].mul(255).round().byte().permute(1, 2, 0)
+    assert np.abs(np.asarray(result.frames[0]).astype(int) - start.numpy().astype(int)).max() <= 1
 
     for bad, match in [
         (codes.float(), "integer tensor"),
