@@ -68,7 +68,7 @@ def rate(fn, n: int, repeats: int) -> float:
 
 def live_run(threads: int) -> None:
     """The live run of notebooks/01_clip_concepts.ipynb, section 5, timed."""
-    from lessonlib import data, models, train
+    from lessonlib import augment, data, models, train
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -77,7 +77,7 @@ def live_run(threads: int) -> None:
 
     def fresh_images(epoch):
         world = data.ShapesWorld(6400, split="train", seed=1000 + epoch, detail="random")
-        return train.RecolourWhenColourUnsaid(world, seed=epoch)
+        return augment.RecolourWhenColourUnsaid(world, seed=epoch)
 
     history = train.train_clip(
         model, tokenizer, fresh_images, steps=400, batch_size=64, lr=3e-3, warmup=30,

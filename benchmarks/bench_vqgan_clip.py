@@ -71,13 +71,15 @@ def worker(
     else:
         import gc
 
-        from lessonlib.generate import ImageGuide, _clip_dtype, generate
+        from lessonlib.critics import ImageGuide, as_critic
+        from lessonlib.generate import generate
+        from lessonlib.speed import critic_dtype
 
         # What a memory-aware user does (notebook 04): embed the prompt, keep only the image tower
         # (in bfloat16 where that is the faster precision), drop the full model, and build the VQGAN
         # without the encoder (no init image).
         precision = "float32" if config == "lessonlib-fp32" else "auto"
-        low = _clip_dtype(clip_model, torch.device("cpu"), precision)
+        low = critic_dtype(as_critic(clip_model), precision)
         guide = ImageGuide(
             clip_model, tokenizer, "a painting", dtype=None if low == torch.float32 else low
         )
@@ -137,9 +139,10 @@ def offline_quality(
     import torch
 
     torch.set_num_threads(threads)
+    from lessonlib.critics import load_tiny_guides, load_tiny_rerankers
     from lessonlib.generate import generate, ink_penalty
     from lessonlib.judge import judge, object_prompts
-    from lessonlib.models import load_tiny_clip, load_tiny_guides, load_tiny_rerankers
+    from lessonlib.models import load_tiny_clip
     from lessonlib.vqgan import load_vqgan
 
     if prior is not None:
@@ -184,10 +187,16 @@ def offline_quality(
                 guidance=guidance,
                 refine_steps=refine_steps,
                 seed=seed + i,
-                cutn=cutn,
-                chunk=cutn,
-                lr=lr,
-                image_loss=ink_penalty(ink) if ink else None,
+                **(
+                    dict(
+                        cutn=cutn,
+                        chunk=cutn,
+                        lr=lr,
+                        image_loss=ink_penalty(ink) if ink else None,
+                    )
+                    if refine_steps
+                    else {}
+                ),
             )
             verdict = judge(drawn.image, prompt)
             cands = [judge(c, prompt).ok for c in drawn.candidates]

@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from lessonlib import data
+from lessonlib import data, embed, metrics
 from lessonlib import zeroshot as zs
 from lessonlib.registry import load_clip
 
@@ -43,7 +43,7 @@ def accuracy_table(model, preprocess, tokenizer, n: int, seed: int) -> list[str]
         "seen": data.ShapesWorld(n, split="test", seed=seed, transform=preprocess),
         "held-out": data.ShapesWorld(n, split="held_out", seed=seed, transform=preprocess),
     }
-    features = {k: zs.embed_images(model, ds) for k, ds in splits.items()}
+    features = {k: embed.embed_images(model, ds) for k, ds in splits.items()}
     scale = zs.logit_scale(model)
     rows = [
         "| templates | seen top-1 | seen top-5 | held-out top-1 | held-out top-5 |",
@@ -53,7 +53,9 @@ def accuracy_table(model, preprocess, tokenizer, n: int, seed: int) -> list[str]
         weights = zs.zero_shot_classifier(model, tokenizer, names, templates)
         cells = []
         for split, ds in splits.items():
-            acc = zs.topk_accuracy(zs.classify(features[split], weights, scale), ds.class_indices())
+            acc = metrics.topk_accuracy(
+                zs.classify(features[split], weights, scale), ds.class_indices()
+            )
             cells += [f"{acc[1]:.3f}", f"{acc[5]:.3f}"]
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
     rows.append(
@@ -64,7 +66,7 @@ def accuracy_table(model, preprocess, tokenizer, n: int, seed: int) -> list[str]
 
 def classify_all(model, preprocess, weights, n: int, seed: int, batch_size: int) -> torch.Tensor:
     ds = data.ShapesWorld(n, split="test", seed=seed, transform=preprocess)
-    features = zs.embed_images(model, ds, batch_size=batch_size)
+    features = embed.embed_images(model, ds, batch_size=batch_size)
     return zs.classify(features, weights, zs.logit_scale(model))
 
 

@@ -1,4 +1,4 @@
-"""lessonlib: the companion package of the Multimodal Networks course.
+"""lessonlib: the companion package of the Multimodal Networks course (introduced in lesson 00_welcome).
 
 Notebooks start with ``cfg = lessonlib.setup()``; everything else lives in small modules with plain
 names (``lessonlib.data``, ``lessonlib.zeroshot``, ...), imported when a lesson needs them.

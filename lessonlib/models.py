@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -26,9 +25,9 @@ from pathlib import Path
 
 import torch
 
+from lessonlib.checkpoints import WEIGHTS_DIR, load_weights, save_weights, weights_info
 from lessonlib.tokenizer import DEFAULT_WORDS, EOT_ID, PAD_ID, WordTokenizer
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 TINY_CLIP_WEIGHTS = WEIGHTS_DIR / "tiny_clip.safetensors"
 TINY_CLIP_CONFIG = WEIGHTS_DIR / "tiny_clip.json"
 REPRODUCE_COMMAND = "python -m lessonlib.train_tiny_clip"
@@ -237,7 +236,8 @@ def save_tiny_clip(
 ) -> Path:
     """Save weights as safetensors (fp16 by default) and the config as JSON beside them (``.json``).
 
-    Introduced in lesson 01_clip_concepts.
+    Introduced in lesson 01_clip_concepts. ``metadata`` (the command that made the file, measured
+    accuracy) goes into the ``.json`` too; see ``lessonlib.checkpoints.save_weights``.
 
     Example:
         >>> import tempfile
@@ -245,20 +245,7 @@ def save_tiny_clip(
         >>> p.with_suffix(".json").exists()
         True
     """
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {}
-    for name, tensor in model.state_dict().items():
-        tensor = tensor.detach().cpu()
-        if half and tensor.is_floating_point():
-            tensor = tensor.half()
-        state[name] = tensor.contiguous()
-    save_file(state, str(path), metadata={"format": "pt", "lessonlib": "tiny_clip"})
-    info = {"config": cfg.to_dict(), "dtype": "float16" if half else "float32", **(metadata or {})}
-    path.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
-    return path
+    return save_weights(model, path, cfg.to_dict(), half=half, extra=metadata)
 
 
 def load_tiny_clip(path: str | Path | None = None, device: str = "cpu"):
@@ -274,88 +261,24 @@ def load_tiny_clip(path: str | Path | None = None, device: str = "cpu"):
         >>> tokenizer(["a red circle"]).shape[-1] == tokenizer.context_length
         True
     """
-    from safetensors.torch import load_file
-
-    from lessonlib.registry import read_weights_config
-
     path = TINY_CLIP_WEIGHTS if path is None else Path(path)
-    info = read_weights_config(
-        path, "tiny CLIP", "lessonlib.models.save_tiny_clip", REPRODUCE_COMMAND
+    model, info = load_weights(
+        path,
+        lambda config: build_tiny_clip(TinyCLIPConfig.from_dict(config)),
+        what="tiny CLIP",
+        reproduce=REPRODUCE_COMMAND,
     )
     cfg = TinyCLIPConfig.from_dict(info["config"])
-    model = build_tiny_clip(cfg)
-    state = load_file(str(path))  # safetensors: tensors only, no code runs
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ValueError(
-            f"weights in '{path}' do not match the config beside them: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}"
-        )
-    for name, tensor in state.items():
-        if tensor.shape != expected[name].shape:
-            raise ValueError(
-                f"weight '{name}' in '{path}' has shape {tuple(tensor.shape)}, the config needs "
-                f"{tuple(expected[name].shape)}"
-            )
-        state[name] = tensor.to(expected[name].dtype)
-    model.load_state_dict(state)
-    model.to(device).eval()
-    return model, make_preprocess(cfg), make_tokenizer(cfg)
+    return model.to(device), make_preprocess(cfg), make_tokenizer(cfg)
 
 
 def load_tiny_clip_config(path: str | Path | None = None) -> dict:
-    """The JSON saved beside a tiny CLIP's weights (config, training command, measured accuracy)."""
-    path = TINY_CLIP_WEIGHTS if path is None else Path(path)
-    config_path = path.with_suffix(".json")
-    if not config_path.is_file():
-        raise FileNotFoundError(
-            f"tiny CLIP config not found at '{config_path}': run `{REPRODUCE_COMMAND}`"
-        )
-    return json.loads(config_path.read_text())
+    """The JSON saved beside a tiny CLIP's weights (config, training command, measured accuracy).
 
-
-def load_tiny_guides(paths=None, device: str = "cpu"):
-    """Lesson 04's critic: five tiny CLIPs as one ``CLIPEnsemble``, ``(ensemble, preprocess, tokenizer)``.
-
-    Introduced in lesson 04_vqgan_clip.
-
-    The shipped tiny CLIP alone is easily satisfied by blobs of the right colour; together with two
-    copies trained from other seeds and two fine-tuned adversarially (whose gradients look more like
-    shapes: "robust models have perceptually aligned gradients"), the pictures it guides are judged
-    right far more often (BENCHMARKS.md, Lesson 04). All five share the tokenizer and preprocessing.
+    Introduced in lesson 01_clip_concepts.
 
     Example:
-        >>> guide, preprocess, tokenizer = load_tiny_guides()
-        >>> len(guide.members)
-        5
+        >>> load_tiny_clip_config()["command"].startswith("python -m lessonlib.train_tiny_clip")
+        True
     """
-    from lessonlib.generate import CLIPEnsemble
-
-    paths = TINY_GUIDE_WEIGHTS if paths is None else tuple(paths)
-    models, preprocess, tokenizer = [], None, None
-    for path in paths:
-        model, pre, tok = load_tiny_clip(path, device=device)
-        if tokenizer is not None and tok.vocab != tokenizer.vocab:
-            raise ValueError(f"'{path}' uses another vocabulary than '{paths[0]}': cannot ensemble")
-        models.append(model)
-        preprocess, tokenizer = preprocess or pre, tokenizer or tok
-    return CLIPEnsemble(models).eval(), preprocess, tokenizer
-
-
-def load_tiny_rerankers(device: str = "cpu"):
-    """Lesson 04's reranker: three tiny CLIPs as one ``CLIPEnsemble``, ``(ensemble, preprocess, tokenizer)``.
-
-    Introduced in lesson 04_vqgan_clip.
-
-    Trained on every colour + shape pair, on blurred pictures and on scenes of up to three objects
-    (``TINY_RERANK_WEIGHTS``), they pick the right one among the code prior's samples more often than
-    the five-CLIP guide does (BENCHMARKS.md, Lesson 04).
-
-    Example:
-        >>> reranker, preprocess, tokenizer = load_tiny_rerankers()
-        >>> len(reranker.members)
-        3
-    """
-    return load_tiny_guides(TINY_RERANK_WEIGHTS, device=device)
+    return weights_info(TINY_CLIP_WEIGHTS if path is None else path)

@@ -1,4 +1,5 @@
-"""Figures that several lessons share: similarity heat-map, image gallery, top-k bars, confusion matrix.
+"""Figures that several lessons share: similarity heat-map, image gallery, top-k bars, confusion matrix,
+search results.
 
 Introduced in lesson 02_zero_shot_classification.
 
@@ -10,7 +11,9 @@ so a lesson can add to it. Images may be PIL images, paths, HxWx3 arrays or CxHx
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -123,6 +126,40 @@ def show_gallery(
     fig.suptitle(suptitle or f"{len(images)} images")
     fig.tight_layout()
     return fig
+
+
+def short_name(name: str, width: int = 28) -> str:
+    """A file name short enough for a caption: the last part of a path, cut to ``width`` characters.
+
+    Introduced in lesson 03_image_search.
+
+    Example:
+        >>> short_name("photos/holidays/a_very_long_file_name_from_a_camera.jpg", width=12)
+        'a_very_long…'
+    """
+    name = Path(name).name if ("/" in name or os.sep in name) else name
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def show_hits(images, hits, query: str = "", ncols: int | None = None, size: float = 2.2):
+    """Search results as a gallery: one panel per hit titled with its rank, cosine score and name.
+
+    Introduced in lesson 03_image_search. ``hits`` are objects with ``rank``, ``score`` and ``name``
+    (``lessonlib.search.Hit``), ``images`` their pictures in the same order. Returns the figure.
+
+    Example:
+        >>> fig = show_hits([index.image(h.position) for h in hits], hits, "a cat")  # doctest: +SKIP
+    """
+    hits = list(hits)
+    if len(hits) == 0:
+        raise ValueError("no hits to show: run index.search(...) first")
+    return show_gallery(
+        images,
+        [f"#{hit.rank}  cos {hit.score:.3f}\n{short_name(hit.name)}" for hit in hits],
+        ncols=ncols or min(len(hits), 6),
+        size=size,
+        suptitle=f"top {len(hits)} results for {query or 'the query'}",
+    )
 
 
 def plot_topk_bars(

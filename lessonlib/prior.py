@@ -18,8 +18,10 @@ This module is that idea at Shapes World size:
 * ``CodePrior.sample``: autoregressive sampling with a key/value cache, temperature, top-k and a
   guidance scale.
 * ``python -m lessonlib.train_tiny_prior`` trains one (``lessonlib.train_tiny_prior``).
-* ``draw``: prior samples -> (optional) CLIP reranking -> (optional) CLIP refinement with
-  ``lessonlib.generate.generate``.
+* ``draw``: prior samples -> (optional) CLIP reranking (``lessonlib.embed``) -> (optional) CLIP
+  refinement with ``lessonlib.generate.generate``.
+* ``save_prior`` / ``load_prior``: the one way every shipped model is saved and loaded
+  (``lessonlib.checkpoints``), plus the hash of the VQGAN whose codes the prior writes.
 
 Example:
     >>> from lessonlib.prior import load_prior, draw
@@ -29,7 +31,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,10 +39,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lessonlib.registry import CheckpointError
+from lessonlib.checkpoints import (
+    WEIGHTS_DIR,
+    CheckpointError,
+    file_sha256,
+    load_into,
+    read_state_dict,
+    save_weights,
+    weights_info,
+)
+from lessonlib.embed import clip_input_spec, embed_images, embed_texts, pixels_to_clip_input
+from lessonlib.generate import GenerateConfig, generate
 from lessonlib.tokenizer import PAD_ID, WordTokenizer
+from lessonlib.vqgan import load_vqgan
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 TINY_PRIOR_WEIGHTS = WEIGHTS_DIR / "tiny_prior.safetensors"
 TINY_PRIOR_VQGAN = WEIGHTS_DIR / "tiny_vqgan_f2.safetensors"
 REPRODUCE_COMMAND = "python -m lessonlib.train_tiny_prior"
@@ -276,23 +287,19 @@ class CodePrior(nn.Module):
         return -F.cross_entropy(logits.transpose(1, 2), flat, reduction="none").sum(1)
 
 
-def save_prior(prior: CodePrior, path: str | Path, extra: dict | None = None) -> Path:
-    """Save weights as safetensors and the config (plus ``extra``) beside them as ``.json``.
+def save_prior(
+    prior: CodePrior, path: str | Path, extra: dict | None = None, command: str | None = None
+) -> Path:
+    """Save weights as safetensors and the config (plus ``command`` and ``extra``) beside them as ``.json``.
 
-    Introduced in lesson 04_vqgan_clip.
+    Introduced in lesson 04_vqgan_clip. ``lessonlib.checkpoints.save_weights`` with the prior's config;
+    put the VQGAN's file name and sha256 into ``extra`` (``"vqgan"``, ``"vqgan_sha256"``) so that
+    ``load_prior`` finds it and refuses any other.
 
     Example:
         >>> save_prior(prior, "/tmp/my_prior.safetensors", extra={"vqgan": "my_vqgan.safetensors"})  # doctest: +SKIP
     """
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in prior.state_dict().items()}
-    save_file(state, str(path))
-    info = {"config": prior.config.to_dict(), **(extra or {})}
-    path.with_suffix(".json").write_text(json.dumps(info, indent=1))
-    return path
+    return save_weights(prior, path, prior.config.to_dict(), command=command, extra=extra)
 
 
 def load_prior(path: str | Path | None = None, vqgan_path: str | Path | None = None):
@@ -308,19 +315,23 @@ def load_prior(path: str | Path | None = None, vqgan_path: str | Path | None = N
         >>> prior.config.grid == (vqgan.config.resolution // vqgan.factor,) * 2
         True
     """
-    from safetensors.torch import load_file
-
-    from lessonlib.registry import file_sha256, read_weights_config
-    from lessonlib.vqgan import load_vqgan
-
     path = TINY_PRIOR_WEIGHTS if path is None else Path(path)
-    info = read_weights_config(path, "prior", "lessonlib.prior.save_prior", REPRODUCE_COMMAND)
+    if not path.is_file():
+        raise FileNotFoundError(f"prior weights not found at '{path}': run `{REPRODUCE_COMMAND}`")
+    if not path.with_suffix(".json").is_file():
+        raise FileNotFoundError(
+            f"prior config not found at '{path.with_suffix('.json')}' (it sits beside the weights, "
+            "same name, .json): save priors with lessonlib.prior.save_prior"
+        )
+    # lessonlib.checkpoints.load_weights, spelled out for a message that names the prior's saver.
+    info = weights_info(path)
     prior = CodePrior(PriorConfig.from_dict(info["config"]))
-    state = load_file(str(path))
-    try:
-        prior.load_state_dict(state)
-    except RuntimeError as err:
-        raise CheckpointError(f"'{path}' does not match the config beside it: {err}") from None
+    load_into(
+        prior,
+        read_state_dict(path),
+        source=f"'{path}'",
+        hint="The file does not match the config beside it: save both with save_prior",
+    )
     prior.eval().requires_grad_(False)
     if vqgan_path is None:  # the VQGAN it names, beside the prior or among the shipped weights
         name = info.get("vqgan", TINY_PRIOR_VQGAN.name)
@@ -338,19 +349,6 @@ def load_prior(path: str | Path | None = None, vqgan_path: str | Path | None = N
         )
     check_compatible(prior, vqgan)
     return prior, vqgan
-
-
-def tiny_prior_info(path: str | Path | None = None) -> dict:
-    """The .json beside a prior (default: the shipped one): config, command, measured quality.
-
-    Introduced in lesson 04_vqgan_clip.
-
-    Example:
-        >>> tiny_prior_info()["command"].startswith("python -m lessonlib.train_tiny_prior")
-        True
-    """
-    path = TINY_PRIOR_WEIGHTS if path is None else Path(path)
-    return json.loads(path.with_suffix(".json").read_text())
 
 
 def check_compatible(prior: CodePrior, vqgan) -> None:
@@ -412,19 +410,42 @@ def clip_scores(
         >>> clip_scores(torch.zeros(2, 3, 32, 32), "a red circle", clip_model, tokenizer).shape
         torch.Size([2])
     """
-    from lessonlib.generate import clip_input_spec
-
     size, mean, std = clip_input_spec(clip_model, preprocess)
-    x = images
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(
-            x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
-        )
-    x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-    with torch.no_grad():
-        img = F.normalize(clip_model.encode_image(x).float(), dim=-1)
-        txt = F.normalize(clip_model.encode_text(tokenizer([prompt])).float(), dim=-1)
+    img = embed_images(clip_model, pixels_to_clip_input(images, size, mean, std))
+    txt = embed_texts(clip_model, tokenizer, [prompt])
     return (img @ txt.T)[:, 0]
+
+
+@dataclass
+class DrawConfig:
+    """How ``draw`` samples and picks. The defaults are what BENCHMARKS.md measured best with
+    ``load_tiny_rerankers()`` as the CLIP.
+
+    Introduced in lesson 04_vqgan_clip.
+
+    Example:
+        >>> DrawConfig(candidates=8).top_k
+        16
+    """
+
+    candidates: int = 16  # samples drawn; a CLIP keeps the best (DALL-E reranked 512)
+    temperature: float = 1.0
+    top_k: int | None = 16
+    guidance: float = 2.0  # classifier-free guidance scale
+    refine_steps: int = 0  # VQGAN+CLIP steps that polish the pick (0: none)
+    seed: int = 0
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if (
+            not isinstance(self.candidates, int)
+            or isinstance(self.candidates, bool)
+            or self.candidates < 1
+        ):
+            raise ValueError(f"candidates must be an integer >= 1, got {self.candidates!r}")
+        steps = self.refine_steps
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+            raise ValueError(f"refine_steps must be an integer >= 0, got {steps!r}")
 
 
 def draw(
@@ -434,42 +455,48 @@ def draw(
     clip_model=None,
     tokenizer=None,
     preprocess=None,
-    candidates: int = 16,
-    temperature: float = 1.0,
-    top_k: int | None = 16,
-    guidance: float = 2.0,
-    refine_steps: int = 0,
-    seed: int = 0,
-    progress: bool = False,
-    **generate_kwargs,
+    config: DrawConfig | None = None,
+    **settings,
 ) -> DrawResult:
-    """A tiny DALL-E: the prior samples ``candidates`` code grids for ``prompt``; a CLIP (if given)
-    picks the one it matches best; ``refine_steps`` > 0 then polishes that one with VQGAN+CLIP
-    (``lessonlib.generate.generate`` with the chosen codes as the start; ``generate_kwargs`` go there).
+    """A tiny DALL-E: the prior samples ``config.candidates`` code grids for ``prompt``; a CLIP (if
+    given) picks the one it matches best; ``refine_steps`` > 0 then polishes that one with VQGAN+CLIP
+    (``lessonlib.generate.generate`` with the chosen codes as the start).
 
-    Without a CLIP, the first sample is kept. The defaults (16 candidates, guidance 2, top-k 16, no
-    refinement) are what BENCHMARKS.md measured best with ``load_tiny_rerankers()`` as the CLIP.
+    ``settings`` by keyword change fields of ``config`` (``candidates=8``); any other keyword is a
+    ``GenerateConfig`` setting for the refinement (``lr=0.05``). Without a CLIP, the first sample is
+    kept.
 
     Introduced in lesson 04_vqgan_clip.
 
     Example:
-        >>> from lessonlib.models import load_tiny_rerankers
+        >>> from lessonlib.critics import load_tiny_rerankers
         >>> prior, vqgan = load_prior()
         >>> reranker, preprocess, tokenizer = load_tiny_rerankers()
         >>> d = draw("a small red cross", prior, vqgan, reranker, tokenizer, preprocess)
         >>> d.image.size
         (32, 32)
     """
+    from dataclasses import fields, replace
+
+    own = {f.name for f in fields(DrawConfig)}
+    config = replace(config or DrawConfig(), **{k: v for k, v in settings.items() if k in own})
+    generate_kwargs = {k: v for k, v in settings.items() if k not in own}
+    unknown = sorted(set(generate_kwargs) - {f.name for f in fields(GenerateConfig)})
+    if unknown:
+        raise TypeError(
+            f"unknown draw setting(s) {unknown}: DrawConfig has {', '.join(sorted(own))}; other "
+            "keywords must be GenerateConfig settings for the refinement"
+        )
+    if generate_kwargs and not config.refine_steps:
+        raise ValueError(
+            f"{sorted(generate_kwargs)} set how VQGAN+CLIP refines the pick, but refine_steps=0: "
+            "give refine_steps > 0 or leave them out"
+        )
+    candidates, refine_steps, seed = config.candidates, config.refine_steps, config.seed
     import time
 
     from PIL import Image
 
-    from lessonlib.generate import generate
-
-    if not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 1:
-        raise ValueError(f"candidates must be an integer >= 1, got {candidates!r}")
-    if not isinstance(refine_steps, int) or isinstance(refine_steps, bool) or refine_steps < 0:
-        raise ValueError(f"refine_steps must be an integer >= 0, got {refine_steps!r}")
     if (refine_steps or candidates > 1) and clip_model is not None and tokenizer is None:
         raise ValueError("a clip_model needs its tokenizer too (tokenizer=...)")
     if refine_steps and clip_model is None:
@@ -477,7 +504,12 @@ def draw(
     check_compatible(prior, vqgan)
     start = time.perf_counter()
     codes = prior.sample(
-        prompt, n=candidates, temperature=temperature, top_k=top_k, guidance=guidance, seed=seed
+        prompt,
+        n=candidates,
+        temperature=config.temperature,
+        top_k=config.top_k,
+        guidance=config.guidance,
+        seed=seed,
     )
     images = codes_to_images(vqgan, codes)
     pils = [Image.fromarray(im.mul(255).round().byte().permute(1, 2, 0).numpy()) for im in images]
@@ -499,7 +531,7 @@ def draw(
             steps=refine_steps,
             seed=seed,
             init_codes=codes[result.chosen : result.chosen + 1],
-            progress=progress,
+            progress=config.progress,
             **generate_kwargs,
         )
         result.refined = refined

@@ -27,14 +27,19 @@ Names:
 from __future__ import annotations
 
 import difflib
-import hashlib
 import inspect
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lessonlib.environment import cache_dir, get_mode
+from lessonlib.checkpoints import (
+    WEIGHTS_DIR,
+    load_into,
+    read_state_dict,
+    verify_sha256,
+)
+from lessonlib.environment import cache_dir, get_mode, validate_mode
 
 TINY_NAMES = ("tiny", "tiny-clip-shapes")
 DEFAULT_MODEL = "ViT-B-32"
@@ -92,17 +97,6 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file is damaged, has the wrong hash, or does not fit the architecture.
-
-    Introduced in lesson 02_zero_shot_classification.
-
-    Example:
-        >>> load_clip('ViT-B-32', pretrained='half_downloaded.safetensors')  # doctest: +SKIP
-        CheckpointError: checkpoint 'half_downloaded.safetensors' cannot be read (...)
-    """
-
-
 # ----------------------------------------------------------------------------------------------- helpers
 
 
@@ -129,174 +123,6 @@ def hub_cache_dir() -> Path:
         'hub'
     """
     return cache_dir() / "hub"
-
-
-def file_sha256(path, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks.
-
-    Introduced in lesson 02_zero_shot_classification.
-
-    Example:
-        >>> file_sha256(__file__) == file_sha256(__file__)
-        True
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def check_sha256(expected) -> str:
-    """``expected`` as 64 lower-case hex digits, or a ``ValueError`` saying what a sha256 looks like.
-
-    Example:
-        >>> check_sha256(" " + "AB" * 32)[:4]
-        'abab'
-    """
-    text = expected.strip().lower() if isinstance(expected, str) else ""
-    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
-        raise ValueError(f"sha256 {expected!r} is not 64 hexadecimal digits: give the full hash")
-    return text
-
-
-def verify_sha256(path, expected: str) -> None:
-    """Raise ``CheckpointError`` unless the file's sha256 equals ``expected`` (a 64-hex-digit string).
-
-    Introduced in lesson 02_zero_shot_classification.
-
-    Example:
-        >>> verify_sha256('model.safetensors', '3f5a...')  # doctest: +SKIP
-    """
-    expected = check_sha256(expected)
-    got = file_sha256(path)
-    if got != expected:
-        raise CheckpointError(
-            f"checkpoint '{path}' has sha256 {got}, expected {expected}: the file is damaged or a "
-            "different one; delete it so that it is downloaded again"
-        )
-
-
-def read_weights_config(path, what: str, saver: str, reproduce: str) -> dict:
-    """The ``.json`` beside a project model's safetensors (config, command, measurements), read with
-    errors that say what to do: missing weights, a missing ``.json``, or one without a ``config``.
-
-    Introduced in lesson 01_clip_concepts.
-
-    Example:
-        >>> from lessonlib.models import TINY_CLIP_WEIGHTS
-        >>> info = read_weights_config(TINY_CLIP_WEIGHTS, "tiny CLIP", "lessonlib.models.save_tiny_clip",
-        ...                            "python -m lessonlib.train_tiny_clip")
-        >>> "config" in info
-        True
-    """
-    import json
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{what} weights not found at '{path}': reinstall lessonlib or run `{reproduce}`"
-        )
-    config_path = path.with_suffix(".json")
-    if not config_path.is_file():
-        raise FileNotFoundError(
-            f"{what} config not found at '{config_path}' (it sits beside the weights, same name, "
-            f".json): save models with {saver}"
-        )
-    info = json.loads(config_path.read_text())
-    if not isinstance(info, dict) or "config" not in info:
-        raise CheckpointError(
-            f"'{config_path}' has no 'config' entry: it was not written by {saver}"
-        )
-    return info
-
-
-def read_state_dict(path) -> dict:
-    """Read a checkpoint file safely and return its state dict (tensors only, on the CPU).
-
-    Introduced in lesson 02_zero_shot_classification.
-
-    ``.safetensors`` files are read with safetensors; anything else with
-    ``torch.load(weights_only=True)``, which refuses to run pickled code. A ``{"state_dict": ...}``
-    wrapper and a ``module.`` prefix (left by DistributedDataParallel) are removed.
-
-    Example:
-        >>> sd = read_state_dict("model.safetensors")  # doctest: +SKIP
-    """
-    import torch
-
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint file '{path}' does not exist: check the path")
-    if path.is_dir():
-        raise IsADirectoryError(f"'{path}' is a folder: give the checkpoint file inside it")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            checkpoint = load_file(str(path), device="cpu")
-        else:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # safetensors, pickle and zip errors have no common base class
-        raise CheckpointError(
-            f"checkpoint '{path}' cannot be read ({type(err).__name__}: {err}); it is damaged or not "
-            "a weights file: give a .safetensors file or a torch state dict saved with torch.save"
-        ) from err
-    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
-        checkpoint = checkpoint["state_dict"]
-    if not isinstance(checkpoint, dict) or not checkpoint:
-        raise CheckpointError(
-            f"checkpoint '{path}' holds a {type(checkpoint).__name__}, not a state dict of tensors"
-        )
-    if all(k.startswith("module.") for k in checkpoint):
-        checkpoint = {k[len("module.") :]: v for k, v in checkpoint.items()}
-    return checkpoint
-
-
-def _show_keys(keys: list[str], limit: int = 5) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f" (and {len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def load_into(model, state_dict: dict, source: str = "checkpoint") -> None:
-    """Copy ``state_dict`` into ``model`` after checking that every key and shape fits.
-
-    Introduced in lesson 02_zero_shot_classification.
-
-    Raises ``CheckpointError`` naming the missing keys, the unexpected keys and the wrong shapes, so a
-    checkpoint for another architecture is caught before it gives silent nonsense.
-
-    Example:
-        >>> load_into(model, read_state_dict('model.safetensors'), 'model.safetensors')  # doctest: +SKIP
-    """
-    state_dict = dict(state_dict)
-    own = model.state_dict()
-    # Hugging Face text towers stopped storing position_ids (transformers >= 4.31): drop it if unused.
-    if "text.transformer.embeddings.position_ids" not in own:
-        state_dict.pop("text.transformer.embeddings.position_ids", None)
-    # open_clip stores logit_scale as a 0-d or a 1-element tensor depending on the version.
-    if "logit_scale" in state_dict and "logit_scale" in own:
-        state_dict["logit_scale"] = state_dict["logit_scale"].reshape(own["logit_scale"].shape)
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    wrong = [
-        f"{k} (file {tuple(v.shape)}, model {tuple(own[k].shape)})"
-        for k, v in state_dict.items()
-        if k in own and tuple(v.shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys: {_show_keys(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys: {_show_keys(unexpected)}")
-        if wrong:
-            parts.append(f"{len(wrong)} wrong shapes: {_show_keys(wrong, 3)}")
-        raise CheckpointError(
-            f"{source} does not fit the model architecture: {'; '.join(parts)}. "
-            "Check that the architecture name matches the file"
-        )
-    model.load_state_dict(state_dict, strict=True)
 
 
 # ---------------------------------------------------------------------------------- resolving the names
@@ -503,6 +329,7 @@ def load_clip(
     sha256: str | None = None,
     strict: bool = False,
     verbose: bool = True,
+    mode: str | None = None,
 ):
     """Return ``(model, preprocess, tokenizer)`` for a hub tag, a local checkpoint file or the tiny model.
 
@@ -516,12 +343,16 @@ def load_clip(
     * ``load_clip("ViT-B-32", pretrained="my_clip.safetensors", sha256=...)``: a local file, read with
       safetensors or ``torch.load(weights_only=True)``, checked against ``sha256`` if given.
 
-    The model is in eval mode on ``device`` (default: the device ``lessonlib.setup()`` chose).
+    The model is in eval mode on ``device`` (default: the device ``lessonlib.setup()`` chose). ``mode``
+    (``cfg.mode`` from ``setup()``) says whether the hub may be used; without it, the mode ``setup()``
+    chose is read back (``lessonlib.get_mode()``).
 
     Example:
         >>> model, preprocess, tokenizer = load_clip("tiny")  # doctest: +SKIP
-        >>> model, preprocess, tokenizer = load_clip("ViT-B-32")  # doctest: +SKIP
+        >>> model, preprocess, tokenizer = load_clip("ViT-B-32", mode=cfg.mode)  # doctest: +SKIP
     """
+    if mode is not None and validate_mode(mode) == "auto":
+        raise ValueError("mode 'auto' is for setup(); give load_clip the mode it chose (cfg.mode)")
     device = _pick_device(device)
     if isinstance(name, str) and name.strip().lower() in TINY_NAMES:
         if pretrained is not None:
@@ -559,7 +390,7 @@ def load_clip(
         spec = _spec_for(arch, tag)
         tag_cfg = open_clip.get_pretrained_cfg(arch, tag)
         why = None
-        if get_mode() == "offline":
+        if (get_mode() if mode is None else validate_mode(mode)) == "offline":
             why = "offline mode"
         if why is None:
             try:
@@ -618,7 +449,7 @@ def list_models() -> list[dict]:
         ['tiny', 'ViT-B-32']
     """
     rows = []
-    tiny_file = Path(__file__).parent / "weights" / "tiny_clip.safetensors"
+    tiny_file = WEIGHTS_DIR / "tiny_clip.safetensors"
     tiny_params = None
     if tiny_file.exists():
         import json

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import torch
@@ -68,34 +68,88 @@ def _positive_int(name: str, value: object) -> int:
 def _normalizer(mean, std) -> Callable[[torch.Tensor], torch.Tensor]:
     if mean is None and std is None:
         return lambda x: x
-    if mean is None or std is None:
-        raise ValueError(
-            "give both mean and std (the model's preprocessing statistics), or neither"
-        )
     m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     return lambda x: (x - m.to(x.device)) / s.to(x.device)
+
+
+@dataclass
+class TrainConfig:
+    """The settings of ``train_clip``; every field has a default that trains the tiny CLIP.
+
+    Introduced in lesson 01_clip_concepts.
+
+    Attributes:
+        steps: optimiser steps; batches of ``batch_size`` (at least 2: the loss contrasts pairs).
+        lr, weight_decay, warmup: AdamW with linear warm-up then cosine decay to 0.
+        mean, std: the model's normalisation (``cfg.mean``, ``cfg.std``), applied to each batch; the same
+            numbers the model's ``preprocess`` uses, so training and inference see the same inputs.
+        callback_every: how often ``train_clip``'s callback is called (in steps).
+        seed: seeds the batch order (and the augmentations that draw from the same generator).
+        device: where the model trains.
+        adversarial_eps, adversarial_steps: if ``adversarial_eps`` > 0, half of every batch is replaced
+            by adversarial images: ``adversarial_steps`` steps of projected gradient ascent on the
+            contrastive loss within an L2 ball of that radius (a sphere around the image: the total
+            pixel change, measured as a Euclidean length, stays below it; pixels in [0, 1]). This is
+            Madry et al.'s adversarial training; lesson 04 uses such robust models to guide generation.
+
+    Example:
+        >>> TrainConfig(steps=200, batch_size=64).lr
+        0.002
+    """
+
+    steps: int = 1000
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup: int = 50
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+    callback_every: int = 50
+    seed: int = 0
+    device: str = "cpu"
+    adversarial_eps: float = 0.0
+    adversarial_steps: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "callback_every", "adversarial_steps"):
+            _positive_int(name, getattr(self, name))
+        if self.batch_size < 2:
+            raise ValueError(
+                f"batch_size={self.batch_size}: the contrastive loss needs at least two (image, text) "
+                "pairs per batch"
+            )
+        if (self.mean is None) != (self.std is None):
+            raise ValueError(
+                "give both mean and std (the model's preprocessing statistics), or neither"
+            )
+        for name in ("lr", "weight_decay", "adversarial_eps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if not isinstance(self.warmup, int) or isinstance(self.warmup, bool) or self.warmup < 0:
+            raise ValueError(f"warmup must be a whole number of steps >= 0, got {self.warmup!r}")
+
+    def updated(self, **overrides) -> TrainConfig:
+        """A copy with some fields changed; an unknown name is refused with the list of valid ones."""
+        known = [f.name for f in fields(self)]
+        unknown = sorted(set(overrides) - set(known))
+        if unknown:
+            raise TypeError(
+                f"unknown training setting(s) {unknown}: TrainConfig has {', '.join(known)}"
+            )
+        return replace(self, **overrides)
 
 
 def train_clip(
     model: torch.nn.Module,
     tokenizer: Callable,
     data,
-    steps: int = 1000,
-    batch_size: int = 128,
-    lr: float = 2e-3,
-    weight_decay: float = 0.05,
-    warmup: int = 50,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
+    config: TrainConfig | None = None,
     callback: Callable[[int, TrainHistory], None] | None = None,
-    callback_every: int = 50,
-    progress: bool = True,
-    seed: int = 0,
-    device: str = "cpu",
-    adversarial_eps: float = 0.0,
-    adversarial_steps: int = 3,
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    progress: bool = True,
+    **settings,
 ) -> TrainHistory:
     """Train ``model`` (an open_clip ``CLIP``) with the symmetric contrastive loss.
 
@@ -106,19 +160,12 @@ def train_clip(
         tokenizer: texts -> token ids, e.g. ``lessonlib.models.make_tokenizer(cfg)``.
         data: a Dataset of ``(image tensor in [0, 1], caption)`` such as ``ShapesWorld``, or a function
             ``epoch -> Dataset`` that makes fresh images every epoch.
-        steps: optimiser steps; batches of ``batch_size`` (at least 2: the loss contrasts pairs).
-        lr, weight_decay, warmup: AdamW with linear warm-up then cosine decay to 0.
-        mean, std: the model's normalisation (``cfg.mean``, ``cfg.std``), applied to each batch; the same
-            numbers the model's ``preprocess`` uses, so training and inference see the same inputs.
-        callback: called as ``callback(step, history)`` every ``callback_every`` steps and at the end
-            (``LivePlot`` is one).
-        progress: show a tqdm progress bar (``tqdm.auto``: a widget in Jupyter, text elsewhere).
-        adversarial_eps, adversarial_steps: if ``adversarial_eps`` > 0, half of every batch is replaced
-            by adversarial images: ``adversarial_steps`` steps of projected gradient ascent on the
-            contrastive loss within an L2 ball of that radius (pixels in [0, 1]), Madry et al.'s
-            adversarial training (lesson 04 uses such robust models to guide generation).
+        config: a ``TrainConfig``; ``settings`` given by keyword (``steps=400``) change its fields.
+        callback: called as ``callback(step, history)`` every ``config.callback_every`` steps and at
+            the end (``LivePlot`` is one).
         augment: ``(images, generator) -> images`` applied to each batch before anything else (in
             lesson 04: random cutouts like the ones VQGAN+CLIP takes).
+        progress: show a tqdm progress bar (``tqdm.auto``: a widget in Jupyter, text elsewhere).
 
     Returns:
         a ``TrainHistory`` with the loss and temperature of every step.
@@ -126,12 +173,9 @@ def train_clip(
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    steps = _positive_int("steps", steps)
-    batch_size = _positive_int("batch_size", batch_size)
-    if batch_size < 2:
-        raise ValueError(
-            f"batch_size={batch_size}: the contrastive loss needs at least two (image, text) pairs per batch"
-        )
+    config = (config or TrainConfig()).updated(**settings)
+    steps, batch_size, lr, warmup = config.steps, config.batch_size, config.lr, config.warmup
+    device, adversarial_eps = config.device, config.adversarial_eps
     if not hasattr(model, "encode_image") or not hasattr(model, "logit_scale"):
         raise TypeError(
             f"model must be an open_clip CLIP (encode_image, encode_text, logit_scale), got {type(model).__name__}"
@@ -144,10 +188,7 @@ def train_clip(
         raise ValueError(
             f"the data set has {len(first)} items, fewer than batch_size={batch_size}: use more images"
         )
-    normalize = _normalizer(mean, std)
-    if not isinstance(adversarial_eps, (int, float)) or adversarial_eps < 0:
-        raise ValueError(f"adversarial_eps must be a number >= 0, got {adversarial_eps!r}")
-    adversarial_steps = _positive_int("adversarial_steps", adversarial_steps)
+    normalize = _normalizer(config.mean, config.std)
 
     params_decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     params_rest = [
@@ -155,7 +196,7 @@ def train_clip(
     ]
     optimizer = torch.optim.AdamW(
         [
-            {"params": params_decay, "weight_decay": weight_decay},
+            {"params": params_decay, "weight_decay": config.weight_decay},
             {"params": params_rest, "weight_decay": 0.0},
         ],
         lr=lr,
@@ -166,7 +207,7 @@ def train_clip(
             return lr * (step + 1) / warmup
         return 0.5 * lr * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(config.seed)
     history = TrainHistory()
     model.to(device).train()
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -187,7 +228,7 @@ def train_clip(
             if adversarial_eps > 0:
                 half = len(images) // 2
                 attacked = l2_attack(
-                    model, images, texts, adversarial_eps, adversarial_steps, normalize
+                    model, images, texts, adversarial_eps, config.adversarial_steps, normalize
                 )
                 images = torch.cat([images[:half], attacked[half:]])
                 model.train()
@@ -207,7 +248,7 @@ def train_clip(
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{history.loss[-1]:.3f}", refresh=False)
-            if callback is not None and (step % callback_every == 0 or step == steps):
+            if callback is not None and (step % config.callback_every == 0 or step == steps):
                 history.seconds, history.steps = time.perf_counter() - start, step
                 callback(step, history)
                 model.train()
@@ -261,198 +302,22 @@ def l2_attack(
     return (images + delta).detach()
 
 
-# Colours that no caption names, far in hue from the six named ones (brown, a dark orange, is not);
-# used only for images whose caption names no colour.
-UNNAMED_RGB: dict[str, tuple[int, int, int]] = {
-    "grey": (200, 200, 200),
-    "cyan": (0, 190, 190),
-}
-
-
-class RecolourWhenColourUnsaid(torch.utils.data.Dataset):
-    """Training augmentation: images whose caption names no colour get a colour no caption names.
-
-    Introduced in lesson 01_clip_concepts.
-
-    A caption like "a triangle" says nothing about colour, so the picture may show any colour. Redrawing
-    its objects in grey or cyan (``UNNAMED_RGB``, random brightness) shows the image tower
-    every shape in more colours than the six named ones, which teaches it to recognise shapes apart from
-    colours. No image of a held-out colour + shape pair is added: the new colours are none of the six.
-
-    Example:
-        >>> from lessonlib.data import ShapesWorld
-        >>> ds = RecolourWhenColourUnsaid(ShapesWorld(50, detail="shape"))
-        >>> image, text = ds[0]
-        >>> text.split()[-1] in ("circle", "square", "triangle", "cross")
-        True
-    """
-
-    def __init__(self, dataset, p: float = 1.0, seed: int = 0, palette=None) -> None:
-        from lessonlib.data import COLOURS
-
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
-        palette = UNNAMED_RGB if palette is None else palette
-        clash = sorted(set(palette) & set(COLOURS))
-        if clash or not palette:
-            raise ValueError(
-                f"palette {list(palette)!r} must be non-empty and name no caption colour ({', '.join(COLOURS)})"
-            )
-        self.dataset, self.p, self.seed = dataset, p, seed
-        self.colours = torch.tensor(list(palette.values()), dtype=torch.float32) / 255.0
-        self.colour_words = set(COLOURS)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int):
-        image, text = self.dataset[i]
-        if self.p == 0.0 or self.colour_words & set(text.split()):
-            return image, text
-        rng = np.random.default_rng([self.seed, int(i)])
-        if rng.random() >= self.p:
-            return image, text
-        # On the black background a pixel is coverage x colour, so its brightest channel gives coverage.
-        coverage = image.max(dim=0).values
-        coverage = coverage / coverage.max().clamp_min(1e-6)
-        colour = self.colours[int(rng.integers(len(self.colours)))] * float(rng.uniform(0.6, 1.0))
-        return coverage[None] * colour[:, None, None], text
-
-
-class ReshapeWhenShapeUnsaid(torch.utils.data.Dataset):
-    """Training augmentation: images whose caption names no shape show a shape no caption names.
-
-    Introduced in lesson 01_clip_concepts.
-
-    The mirror image of ``RecolourWhenColourUnsaid``: a caption like "a red shape" says nothing about the
-    shape, so its object is redrawn as a diamond or a ring (``data.UNNAMED_SHAPES``) in its own colour.
-    Each colour is then seen on more outlines than the shapes it is named with. Needs a ``ShapesWorld``
-    (it redraws from ``objects(i)``). No held-out colour + shape pair is drawn.
-
-    Example:
-        >>> from lessonlib.data import ShapesWorld
-        >>> ds = ReshapeWhenShapeUnsaid(ShapesWorld(20, detail="colour"))
-        >>> ds[0][1].endswith("shape")
-        True
-    """
-
-    def __init__(self, world, p: float = 1.0, seed: int = 0) -> None:
-        from lessonlib.data import SHAPES
-
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
-        if not hasattr(world, "objects") or not hasattr(world, "image_size"):
-            raise TypeError(
-                f"ReshapeWhenShapeUnsaid needs a ShapesWorld, got {type(world).__name__}"
-            )
-        self.world, self.p, self.seed = world, p, seed
-        self.shape_words = set(SHAPES)
-
-    def __len__(self) -> int:
-        return len(self.world)
-
-    def __getitem__(self, i: int):
-        from lessonlib.data import UNNAMED_SHAPES, render_array
-
-        image, text = self.world[i]
-        if (
-            self.p == 0.0
-            or self.shape_words & set(text.split())
-            or not isinstance(image, torch.Tensor)
-        ):
-            return image, text
-        rng = np.random.default_rng([self.seed, int(i), 1])
-        if rng.random() >= self.p:
-            return image, text
-        objects = self.world.objects(i)
-        draw_as = [UNNAMED_SHAPES[int(rng.integers(len(UNNAMED_SHAPES)))] for _ in objects]
-        array = render_array(objects, self.world.image_size, draw_as=draw_as)
-        return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0), text
-
-
-class RepeatTheObject(torch.utils.data.Dataset):
-    """Training augmentation: some scenes show their main object two or three times, and say so.
-
-    Introduced in lesson 04_vqgan_clip.
-
-    A CLIP that never saw a shape drawn twice has no reason to prefer one red circle to three, so it
-    lets VQGAN+CLIP paint copies everywhere. Here, with probability ``p``, one or two copies of the
-    main object (same colour and shape, random size and free position) are added, up to
-    ``max_objects`` in all (captions stay within the tokenizer's 32 tokens), and the caption names
-    every object ("a red circle and a red circle"). "a red circle" alone then means one.
-
-    Example:
-        >>> from lessonlib.data import ShapesWorld
-        >>> ds = RepeatTheObject(ShapesWorld(20, seed=0), p=1.0)
-        >>> len(ds.objects(0)) > 1 and " and " in ds[0][1]
-        True
-    """
-
-    def __init__(self, world, p: float = 0.5, seed: int = 0, max_objects: int = 3) -> None:
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
-        if not hasattr(world, "objects") or not hasattr(world, "image_size"):
-            raise TypeError(f"RepeatTheObject needs a ShapesWorld, got {type(world).__name__}")
-        if not isinstance(max_objects, int) or max_objects < 2:
-            raise ValueError(f"max_objects must be an integer >= 2, got {max_objects!r}")
-        self.world, self.p, self.seed, self.max_objects = world, p, seed, max_objects
-        self.image_size = world.image_size
-
-    def __len__(self) -> int:
-        return len(self.world)
-
-    def _rng(self, i: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, int(i), 2])
-
-    def objects(self, i: int):
-        from lessonlib.data import POSITIONS, SIZES, ShapeObject
-
-        objects = self.world.objects(i)
-        rng = self._rng(i)
-        if self.p == 0.0 or rng.random() >= self.p:
-            return objects
-        extra = min(int(rng.integers(1, 3)), self.max_objects - len(objects))
-        if extra < 1:  # the scene is full already
-            return objects
-        taken = {obj.position for obj in objects}
-        free = [pos for pos in POSITIONS if pos not in taken]
-        main = objects[0]
-        for j in rng.permutation(len(free))[:extra]:
-            objects.append(
-                ShapeObject(
-                    main.shape,
-                    main.colour,
-                    size=SIZES[int(rng.integers(len(SIZES)))],
-                    position=free[int(j)],
-                    jitter=(float(rng.uniform(-1, 1)), float(rng.uniform(-1, 1))),
-                    shade=float(rng.uniform(0.85, 1.1)),
-                )
-            )
-        return objects
-
-    def __getitem__(self, i: int):
-        from lessonlib.data import caption, render_array
-
-        objects = self.objects(i)
-        if len(objects) == len(self.world.objects(i)):
-            return self.world[i]
-        text = caption(objects, detail="random", rng=np.random.default_rng([self.seed, int(i), 3]))
-        array = render_array(objects, self.image_size)
-        return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0), text
-
-
-@torch.no_grad()
 def embed_batch(model, tokenizer, images: torch.Tensor, texts: Sequence[str], mean=None, std=None):
-    """Normalised (image_features, text_features) of a batch, in eval mode, without gradients."""
-    was_training = model.training
-    model.eval()
-    image_features = model.encode_image(_normalizer(mean, std)(images), normalize=True)
-    text_features = model.encode_text(tokenizer(list(texts)), normalize=True)
-    model.train(was_training)
-    return image_features, text_features
+    """Unit-length (image_features, text_features) of a batch in [0, 1], through ``lessonlib.embed``.
+
+    Introduced in lesson 01_clip_concepts.
+
+    Example:
+        >>> image_features, text_features = embed_batch(model, tok, images, captions)  # doctest: +SKIP
+    """
+    from lessonlib.embed import embed_images, embed_texts
+
+    return (
+        embed_images(model, _normalizer(mean, std)(images), to_cpu=False),
+        embed_texts(model, tokenizer, list(texts), to_cpu=False),
+    )
 
 
-@torch.no_grad()
 def zero_shot_accuracy(
     model,
     tokenizer,
@@ -462,7 +327,6 @@ def zero_shot_accuracy(
     seed: int = 12345,
     template: str | None = None,
     image_size: int = 32,
-    batch_size: int = 500,
 ) -> float:
     """Top-1 zero-shot accuracy on ``n`` fresh Shapes World images of ``split``.
 
@@ -470,7 +334,9 @@ def zero_shot_accuracy(
 
     Each image (passed through ``preprocess``, as a user would) is given the class whose prompt (default
     ``"a {colour} {shape}"``) has the highest cosine similarity, out of all colour x shape classes
-    (held-out pairs included); it is correct if that is the colour and shape of its main object.
+    (held-out pairs included); it is correct if that is the colour and shape of its main object. The
+    classifier and the embeddings are lesson 02's (``zeroshot.zero_shot_classifier``,
+    ``embed.embed_images``), so both lessons score a model the same way.
 
     Example:
         >>> from lessonlib.models import load_tiny_clip
@@ -479,24 +345,17 @@ def zero_shot_accuracy(
         True
     """
     from lessonlib.data import SIMPLE_TEMPLATE, ShapesWorld, class_names
+    from lessonlib.embed import embed_images
+    from lessonlib.zeroshot import zero_shot_classifier
 
     template = SIMPLE_TEMPLATE if template is None else template
     n = _positive_int("n", n)
     ds = ShapesWorld(
         n, split=split, seed=seed, image_size=image_size, detail="simple", transform=preprocess
     )
-    was_training = model.training
-    model.eval()
-    classes = model.encode_text(tokenizer(class_names(template)), normalize=True)
-    truth = torch.from_numpy(ds.class_indices())
-    hits = 0
-    for lo in range(0, n, batch_size):
-        images = torch.stack([ds[i][0] for i in range(lo, min(n, lo + batch_size))])
-        features = model.encode_image(images, normalize=True)
-        predicted = similarity_matrix(features, classes, normalize=False).argmax(1)
-        hits += int((predicted == truth[lo : lo + len(images)]).sum())
-    model.train(was_training)
-    return hits / n
+    classes = zero_shot_classifier(model, tokenizer, class_names(template), templates="{}")
+    predicted = (embed_images(model, ds) @ classes.to(torch.float32)).argmax(1)
+    return float((predicted == torch.from_numpy(ds.class_indices())).float().mean())
 
 
 class LivePlot:

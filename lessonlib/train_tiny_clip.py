@@ -15,7 +15,7 @@ model this small, two threads were many times slower on the course's 2-core mach
     python -m lessonlib.train_tiny_clip                      # the shipped model
     python -m lessonlib.train_tiny_clip --steps 300 --out /tmp/quick.safetensors
 
-Lesson 04's critic (``lessonlib.models.load_tiny_guides``) adds four more, each ``.json`` holding its
+Lesson 04's critic (``lessonlib.critics.load_tiny_guides``) adds four more, each ``.json`` holding its
 command: two from other seeds (``--seed 1``, ``--seed 2``) and two fine-tuned from the shipped model
 adversarially (``--init shipped --adversarial-eps 1.0 --augment --steps 1500 --lr 5e-4 --warmup 0
 --seed 7``, and ``--adversarial-eps 0.5 ... --seed 8``).
@@ -24,7 +24,7 @@ Options for critics (lesson 04; measured in BENCHMARKS.md): ``--split all`` trai
 shape pair (lesson 01's models never see the held-out pairs, so they guide poorly towards them),
 ``--blur SIGMA`` blurs half of every batch (sigma up to SIGMA pixels) so that shapes are read from
 their outline, not from a few edge pixels, and ``--copies P`` draws the main object two or three
-times in a fraction P of the scenes, captioned as such (``train.RepeatTheObject``).
+times in a fraction P of the scenes, captioned as such (``augment.RepeatTheObject``).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from lessonlib.augment import RecolourWhenColourUnsaid, RepeatTheObject, ReshapeWhenShapeUnsaid
 from lessonlib.data import ShapesWorld, class_names
 from lessonlib.environment import seed_everything
 from lessonlib.models import (
@@ -52,13 +53,7 @@ from lessonlib.models import (
     make_tokenizer,
     save_tiny_clip,
 )
-from lessonlib.train import (
-    RecolourWhenColourUnsaid,
-    RepeatTheObject,
-    ReshapeWhenShapeUnsaid,
-    train_clip,
-    zero_shot_accuracy,
-)
+from lessonlib.train import train_clip, zero_shot_accuracy
 
 # The recipe of the shipped model (every value is also a command-line option).
 DEFAULTS = {
@@ -84,19 +79,28 @@ DEFAULTS = {
 def training_data(
     images_per_epoch: int,
     seed: int,
-    max_objects: int,
     image_size: int,
-    detail_weights: dict[str, float] | None = None,
-    recolour: float = 0.0,
-    reshape: float = 0.0,
     split: str = "train",
-    copies: float = 0.0,
+    max_objects: int = 1,
+    detail_weights: dict[str, float] | None = None,
+    augment: dict[str, float] | None = None,
 ):
     """``epoch -> ShapesWorld``: fresh training images every epoch.
 
     ``split="train"`` (lesson 01's models) never shows a held-out pair; ``"all"`` shows every pair
-    (lesson 04's critics, which must know every prompt they are asked to draw).
+    (lesson 04's critics, which must know every prompt they are asked to draw). ``augment`` gives the
+    share of scenes each caption-aware augmentation touches: ``{"copies": p, "reshape": p,
+    "recolour": p}`` (see ``lessonlib.augment``); a missing name means 0.
+
+    Example:
+        >>> training_data(400, 0, 32, augment={"recolour": 1.0})(0)[0][1]  # doctest: +SKIP
+        'a small grey circle at the top'
     """
+    augment = dict(augment or {})
+    unknown = sorted(set(augment) - {"copies", "reshape", "recolour"})
+    if unknown:
+        raise ValueError(f"unknown augmentation(s) {unknown}: use copies, reshape or recolour")
+    copies, reshape, recolour = (augment.get(k, 0.0) for k in ("copies", "reshape", "recolour"))
     if split not in ("train", "all"):
         raise ValueError(f"split {split!r}: train on 'train' (held-out pairs never shown) or 'all'")
 
@@ -123,7 +127,7 @@ def training_data(
 
 def _cutout_augment(image_size: int):
     """``(images, generator) -> images``: one random cutout per image, as generation takes them."""
-    from lessonlib.generate import Cutouts
+    from lessonlib.generate_parts import Cutouts
 
     cut = Cutouts(image_size, scale=(0.8, 1.0), rotate_degrees=15, noise=0.1)
 
@@ -251,13 +255,11 @@ def main(argv: list[str] | None = None) -> dict:
     data = training_data(
         args.images_per_epoch,
         args.seed,
-        args.max_objects,
         cfg.image_size,
-        detail_weights,
-        args.recolour,
-        args.reshape,
-        args.split,
-        args.copies,
+        split=args.split,
+        max_objects=args.max_objects,
+        detail_weights=detail_weights,
+        augment={"copies": args.copies, "reshape": args.reshape, "recolour": args.recolour},
     )
     history = train_clip(
         model,

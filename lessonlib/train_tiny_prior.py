@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -111,28 +112,55 @@ def judge_samples(
     return _rates(verdicts)
 
 
+@dataclass
+class PriorTraining:
+    """The settings of one ``train`` run of the code prior (its architecture is a ``PriorConfig``).
+
+    Introduced in lesson 04_vqgan_clip.
+
+    Example:
+        >>> PriorTraining(steps=100).batch_size
+        32
+    """
+
+    steps: int = 2500
+    batch_size: int = 32
+    lr: float = 1e-3
+    n_train: int = 60000  # captioned scenes encoded to codes once, then sampled from
+    seed: int = 0
+    split: str = "all"  # "train" keeps lesson 01's held-out colour + shape pairs out
+    two_objects: float = 0.2  # share of scenes with two objects
+    bf16: bool = False  # autocast the forward pass to bfloat16 (faster on CPUs with native bf16)
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "n_train"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 def train(
     vqgan,
-    steps: int = 2500,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    n_train: int = 60000,
-    seed: int = 0,
-    split: str = "all",
+    settings: PriorTraining | None = None,
     config: PriorConfig | None = None,
-    bf16: bool = False,
-    progress: bool = True,
     init: CodePrior | None = None,
-    two_objects: float = 0.2,
+    progress: bool = True,
 ) -> tuple[CodePrior, dict]:
     """Train a ``CodePrior`` on ``vqgan``'s codes of Shapes World; returns it and training facts.
 
-    ``init``: continue training this prior (its config is kept) instead of starting from scratch.
+    ``config`` is the architecture (default: one that fits ``vqgan``); ``init`` continues training this
+    prior (its config is kept) instead of starting from scratch.
     """
+    settings = settings or PriorTraining()
+    steps, batch_size, lr, seed = settings.steps, settings.batch_size, settings.lr, settings.seed
+    n_train, split, two_objects, bf16 = (
+        settings.n_train,
+        settings.split,
+        settings.two_objects,
+        settings.bf16,
+    )
     from tqdm.auto import tqdm
 
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
     torch.manual_seed(seed)
     f = vqgan.factor
     grid = (vqgan.config.resolution // f, vqgan.config.resolution // f)
@@ -184,14 +212,7 @@ def train(
             history.append((step, round(loss.item(), 4)))
             bar.set_postfix(loss=f"{loss.item():.3f}")
     facts = {
-        "steps": steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "n_train": n_train,
-        "seed": seed,
-        "split": split,
-        "two_objects": two_objects,
-        "bf16": bf16,
+        **asdict(settings),
         "data_seconds": round(data_seconds, 1),
         "train_seconds": round(time.perf_counter() - start, 1),
         "history": history,
@@ -211,8 +232,8 @@ def held_out_loss(prior: CodePrior, vqgan, n: int = 1000, seed: int = 1000) -> f
 
 
 def main(argv: list[str] | None = None) -> None:
+    from lessonlib.checkpoints import file_sha256, weights_info
     from lessonlib.judge import object_prompts
-    from lessonlib.registry import file_sha256
     from lessonlib.vqgan import load_vqgan
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -283,19 +304,17 @@ def main(argv: list[str] | None = None) -> None:
         )
     except ValueError as err:
         parser.error(str(err))
-    prior, facts = train(
-        vqgan,
-        args.steps,
-        args.batch_size,
-        args.lr,
-        args.n_train,
-        args.seed,
-        args.split,
-        config=config,
-        bf16=args.bf16,
-        init=init,
+    settings = PriorTraining(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        n_train=args.n_train,
+        seed=args.seed,
+        split=args.split,
         two_objects=args.two_objects,
+        bf16=args.bf16,
     )
+    prior, facts = train(vqgan, settings, config=config, init=init)
     quality = {"held_out_nats_per_code": round(held_out_loss(prior, vqgan), 4)}
     prompts = object_prompts(48, seed=0)
     t0 = time.perf_counter()
@@ -312,16 +331,14 @@ def main(argv: list[str] | None = None) -> None:
         + (f" --init {args.init.name}" if args.init is not None else "")
     )
     if init is not None:  # how the starting point was made, so the whole recipe stays on record
-        import json
-
-        before = json.loads(args.init.with_suffix(".json").read_text())
+        before = weights_info(args.init)
         command = f"{before.get('command', args.init.name)} && {command}"
         facts["init"] = {"file": args.init.name, "training": before.get("training")}
     save_prior(
         prior,
         args.out,
+        command=command,
         extra={
-            "command": command,
             "vqgan": args.vqgan.name,
             "vqgan_sha256": file_sha256(args.vqgan),
             "training": facts,

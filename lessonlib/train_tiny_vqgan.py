@@ -187,9 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         + (f" --out {args.out}" if args.out != TINY_VQGAN_WEIGHTS else "")
     )
     facts.pop("history")
-    save_vqgan(
-        model, args.out, extra={"command": command, "training": facts, "test_quality": quality}
-    )
+    save_vqgan(model, args.out, command=command, extra={"training": facts, "test_quality": quality})
     print(f"saved {args.out} ({args.out.stat().st_size / 1e6:.2f} MB); test quality: {quality}")
 
 

@@ -10,11 +10,13 @@ official taming checkpoint (``vqgan_imagenet_f16_16384``, ``vqgan_imagenet_f16_1
 What is deliberately *not* used: ``taming.models`` (it imports a pytorch-lightning API that no longer
 exists) and the ``target:`` class names in taming's yaml files (importing a class named in a downloaded
 file would run code from the internet). From the yaml we read numbers only; from the ``.ckpt`` we read
-tensors only (``torch.load(weights_only=True)``; see ``load_checkpoint_state``).
+tensors only (``lessonlib.checkpoints.read_state_dict``; see ``load_checkpoint_state``). The course's own
+VQGANs are saved and loaded like every model it ships, by ``lessonlib.checkpoints`` (safetensors and a
+``.json`` beside them).
 
 Example:
     >>> cfg = VQGANConfig(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, n_embed=64, embed_dim=16,
-    ...                   z_channels=16, resolution=32, attn_resolutions=())
+    ...                   z_channels=32, resolution=32, attn_resolutions=())
     >>> cfg.factor
     4
 """
@@ -23,19 +25,25 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
-import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 # One error class for every checkpoint lessonlib refuses (CLIPs and VQGANs alike).
-from lessonlib.registry import CheckpointError, read_weights_config
+from lessonlib.checkpoints import (
+    WEIGHTS_DIR,
+    CheckpointError,
+    check_sha256,
+    file_sha256,
+    load_into,
+    load_weights,
+    read_state_dict,
+    save_weights,
+    verify_sha256,
+)
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 TINY_VQGAN_WEIGHTS = WEIGHTS_DIR / "tiny_vqgan.safetensors"
 REPRODUCE_COMMAND = "python -m lessonlib.train_tiny_vqgan"
 
@@ -170,7 +178,7 @@ def config_from_taming_yaml(path: str | Path) -> VQGANConfig:
 
     Example:
         >>> cfg = config_from_taming_yaml("vqgan_imagenet_f16_16384.yaml")  # doctest: +SKIP
-        >>> cfg.n_embed
+        >>> cfg.n_embed  # doctest: +SKIP
         16384
     """
     import yaml
@@ -228,8 +236,8 @@ class VQGAN(nn.Module):
     multiples of ``config.factor``.
 
     Example:
-        >>> cfg = VQGANConfig(ch=16, ch_mult=(1, 2), num_res_blocks=1, n_embed=32, embed_dim=8,
-        ...                   z_channels=8, resolution=16, attn_resolutions=())
+        >>> cfg = VQGANConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, n_embed=32, embed_dim=8,
+        ...                   z_channels=32, resolution=16, attn_resolutions=())
         >>> model = VQGAN(cfg)
         >>> x = torch.zeros(1, 3, 16, 16)
         >>> model.decode_codes(model.encode_to_codes(x)).shape
@@ -298,37 +306,6 @@ class VQGAN(nn.Module):
         """Image in [-1, 1] (roughly) from quantised latents (B, embed_dim, h, w)."""
         return self.decoder(self.post_quant_conv(z_q))
 
-    def decode_lean(self, z_q: torch.Tensor, checkpoint_levels: int = 0) -> torch.Tensor:
-        """``decode`` with less memory for backward passes: the same modules and maths as taming's
-        ``Decoder.forward``, with ``F.silu`` (one saved tensor) instead of ``x * sigmoid(x)`` (two),
-        PyTorch's fused attention, and optionally the residual blocks of the ``checkpoint_levels``
-        highest-resolution levels recomputed in the backward pass instead of stored (less memory, one
-        more forward of those blocks).
-        Used by ``lessonlib.generate``; ``tests/test_vqgan.py`` checks it against taming's forward.
-        """
-        from torch.utils.checkpoint import checkpoint
-
-        dec = self.decoder
-        h = dec.conv_in(self.post_quant_conv(z_q))
-        h = _resblock(dec.mid.block_1, h)
-        h = _attention(dec.mid.attn_1, h)
-        h = _resblock(dec.mid.block_2, h)
-        for i_level in reversed(range(dec.num_resolutions)):
-            level = dec.up[i_level]
-            recompute = i_level < checkpoint_levels and torch.is_grad_enabled()
-            for i_block in range(dec.num_res_blocks + 1):
-                if recompute:  # keep only this block's input; redo its forward during backward
-                    h = checkpoint(_resblock, level.block[i_block], h, use_reentrant=False)
-                else:
-                    h = _resblock(level.block[i_block], h)
-                if len(level.attn) > 0:
-                    h = _attention(level.attn[i_block], h)
-            if i_level != 0:
-                h = level.upsample(h)
-        if dec.give_pre_end:
-            return h
-        return dec.conv_out(F.silu(dec.norm_out(h)))
-
     def encode_to_codes(self, x: torch.Tensor) -> torch.Tensor:
         """Image in [-1, 1] -> (B, h, w) code indices."""
         return self.nearest_codes(self.encode(x))
@@ -343,64 +320,7 @@ class VQGAN(nn.Module):
         return self.decode(z_q), vq_loss, indices.view(x.shape[0], -1)
 
 
-def _resblock(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """taming's ResnetBlock.forward (no timestep embedding), with F.silu."""
-    h = block.conv1(F.silu(block.norm1(x)))
-    h = block.conv2(block.dropout(F.silu(block.norm2(h))))
-    if block.in_channels != block.out_channels:
-        x = block.conv_shortcut(x) if block.use_conv_shortcut else block.nin_shortcut(x)
-    return x + h
-
-
-def _attention(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """taming's AttnBlock.forward (single-head attention over pixels), with fused attention."""
-    h = block.norm(x)
-    b, c, hh, ww = h.shape
-    q, k, v = (
-        conv(h).reshape(b, 1, c, hh * ww).transpose(2, 3) for conv in (block.q, block.k, block.v)
-    )
-    out = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(c), as taming
-    return x + block.proj_out(out.transpose(2, 3).reshape(b, c, hh, ww))
-
-
 # ----------------------------------------------------------------------------------------- loading
-
-
-def _inert_class(full_name: str) -> type:
-    """A placeholder type named after a checkpoint global: accepts anything, runs nothing."""
-
-    def _new(cls, *args, **kwargs):
-        return object.__new__(cls)
-
-    def _init(self, *args, **kwargs) -> None:
-        self.args = args
-
-    def _setstate(self, state) -> None:
-        self.state = state
-
-    module, _, name = full_name.rpartition(".")
-    return type(
-        name,
-        (),
-        {
-            "__new__": _new,
-            "__init__": _init,
-            "__setstate__": _setstate,
-            "__module__": "lessonlib.vqgan.inert",
-            "__repr__": lambda self: f"<inert placeholder for {full_name}>",
-        },
-    )
-
-
-def _torch_load(path: Path):
-    """``torch.load(weights_only=True)``, memory-mapped where the file allows it: a taming .ckpt is
-    mostly discriminator and LPIPS weights, which are then never read into memory."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as err:
-        if "mmap" not in str(err):  # e.g. a legacy (pre-zip) file cannot be mapped: read it whole
-            raise
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def load_checkpoint_state(path: str | Path) -> dict[str, torch.Tensor]:
@@ -408,15 +328,15 @@ def load_checkpoint_state(path: str | Path) -> dict[str, torch.Tensor]:
 
     Introduced in lesson 04_vqgan_clip.
 
-    ``torch.load(weights_only=True)`` refuses any pickled global that is not a plain tensor or
-    container. Lightning checkpoints name a few harmless ones (the ``ModelCheckpoint`` callback's class,
+    Read by ``lessonlib.checkpoints.read_state_dict``: ``torch.load(weights_only=True)`` refuses any
+    pickled global that is not a plain tensor or container. Lightning checkpoints name a few harmless ones (the ``ModelCheckpoint`` callback's class,
     numpy scalars); those listed in ``INERT_GLOBALS`` are swapped for placeholders that run nothing, and
     any other global is refused with a ``CheckpointError``. The discriminator/LPIPS weights (``loss.*``)
     are dropped.
 
     Example:
         >>> state = load_checkpoint_state("last.ckpt")  # doctest: +SKIP
-        >>> "quantize.embedding.weight" in state
+        >>> "quantize.embedding.weight" in state  # doctest: +SKIP
         True
     """
     path = Path(path)
@@ -426,46 +346,8 @@ def load_checkpoint_state(path: str | Path) -> dict[str, torch.Tensor]:
             f"file (download_taming_vqgan(name) fetches one of {', '.join(TAMING_VQGANS)}; "
             f"`{REPRODUCE_COMMAND}` rebuilds the tiny one)"
         )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        try:
-            obj = _torch_load(path)
-        except pickle.UnpicklingError:
-            try:
-                names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-            except Exception as err:  # not a torch zip file at all
-                raise CheckpointError(
-                    f"'{path}' is not a readable PyTorch checkpoint: {err}"
-                ) from err
-            refused = sorted(set(names) - INERT_GLOBALS)
-            if refused:
-                raise CheckpointError(
-                    f"checkpoint '{path}' refers to code that lessonlib will not import: {refused}. "
-                    "Only tensors, plain containers and these harmless Lightning/numpy names are "
-                    f"accepted: {sorted(INERT_GLOBALS)}. Re-save the weights with safetensors."
-                ) from None
-            stubs = [(_inert_class(n), n) for n in names]
-            with torch.serialization.safe_globals(stubs):
-                obj = _torch_load(path)
-        except (RuntimeError, EOFError, OSError) as err:
-            raise CheckpointError(f"'{path}' is not a readable PyTorch checkpoint: {err}") from err
-        if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-            state = obj["state_dict"]
-        elif isinstance(obj, dict):
-            state = obj
-        else:
-            raise CheckpointError(
-                f"'{path}' holds a {type(obj).__name__}, not a state dict: expected a Lightning "
-                "checkpoint (a dict with 'state_dict') or a plain dict of tensors"
-            )
-    tensors = {k: v for k, v in state.items() if not k.startswith("loss.")}
-    not_tensors = [k for k, v in tensors.items() if not isinstance(v, torch.Tensor)]
-    if not_tensors:
-        raise CheckpointError(f"'{path}': entries {not_tensors[:5]} are not tensors")
-    return tensors
+    state = read_state_dict(path, inert_globals=INERT_GLOBALS)
+    return {k: v for k, v in state.items() if not k.startswith("loss.")}
 
 
 def build_vqgan(
@@ -476,28 +358,22 @@ def build_vqgan(
 ) -> VQGAN:
     """A frozen, eval-mode ``VQGAN`` with ``state`` loaded; mismatches are reported by name and shape.
 
+    Introduced in lesson 04_vqgan_clip.
+
     With ``with_encoder=False`` the encoder is neither built nor loaded (its weights in ``state`` are
-    skipped): enough for generating from random codes, and lighter.
+    skipped): enough for generating from random codes, and lighter. Keys and shapes are checked by
+    ``lessonlib.checkpoints.load_into``.
+
+    Example:
+        >>> cfg = VQGANConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, n_embed=16, embed_dim=8,
+        ...                   z_channels=32, resolution=16, attn_resolutions=())
+        >>> build_vqgan(cfg, VQGAN(cfg).state_dict()).factor
+        2
     """
     model = VQGAN(config, with_encoder=with_encoder)
     if not with_encoder:
         state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"weights in {source} do not fit this VQGAN config: {len(missing)} missing "
-            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}). "
-            "Use the yaml that came with the checkpoint."
-        )
-    for name, tensor in state.items():
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise CheckpointError(
-                f"weight '{name}' in {source} has shape {tuple(tensor.shape)}, the config needs "
-                f"{tuple(expected[name].shape)}: use the yaml that came with the checkpoint"
-            )
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    load_into(model, state, source, hint="Use the yaml that came with the checkpoint.")
     return model.eval().requires_grad_(False)
 
 
@@ -511,7 +387,7 @@ def load_taming_vqgan(
     Example:
         >>> vqgan = load_taming_vqgan("vqgan_imagenet_f16_16384.ckpt",
         ...                           "vqgan_imagenet_f16_16384.yaml")  # doctest: +SKIP
-        >>> vqgan.factor
+        >>> vqgan.factor  # doctest: +SKIP
         16
     """
     config = config_from_taming_yaml(yaml_path)
@@ -537,7 +413,6 @@ def download_taming_vqgan(
         >>> ckpt, yaml_path = download_taming_vqgan("vqgan_imagenet_f16_16384")  # doctest: +SKIP
     """
     from lessonlib.environment import cache_dir, get_mode
-    from lessonlib.registry import check_sha256, file_sha256, verify_sha256
 
     if name not in TAMING_VQGANS:
         raise ValueError(f"unknown VQGAN {name!r}: choose one of {', '.join(TAMING_VQGANS)}")
@@ -588,51 +463,46 @@ def load_pretrained_vqgan(
 
 
 def save_vqgan(
-    model: VQGAN, path: str | Path, extra: dict | None = None, half: bool = False
+    model: VQGAN,
+    path: str | Path,
+    extra: dict | None = None,
+    half: bool = False,
+    command: str | None = None,
 ) -> Path:
     """Save weights as safetensors and the config beside them as ``.json`` (same name).
 
-    Introduced in lesson 04_vqgan_clip.
+    Introduced in lesson 04_vqgan_clip. ``lessonlib.checkpoints.save_weights`` with the VQGAN's
+    config; ``command`` (the shell command that made the weights) and ``extra`` (measurements) go into
+    the ``.json`` too.
 
     Example:
-        >>> save_vqgan(model, "/tmp/my_vqgan.safetensors")  # doctest: +SKIP
+        >>> save_vqgan(model, "/tmp/my_vqgan.safetensors", command="python make.py")  # doctest: +SKIP
     """
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    if half:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    save_file(state, str(path))
-    info = {"config": model.config.to_dict(), **(extra or {})}
-    path.with_suffix(".json").write_text(json.dumps(info, indent=1))
-    return path
+    return save_weights(
+        model, path, model.config.to_dict(), command=command, half=half, extra=extra
+    )
 
 
 def load_vqgan(path: str | Path | None = None) -> VQGAN:
     """Load a VQGAN saved by ``save_vqgan`` (default: the shipped tiny Shapes World VQGAN).
 
-    Introduced in lesson 04_vqgan_clip.
+    Introduced in lesson 04_vqgan_clip. The config comes from the ``.json`` beside the weights
+    (``lessonlib.checkpoints.weights_info`` reads it, with the command that made them); the weights
+    come back frozen, in eval mode, in float32.
 
     Example:
         >>> vqgan = load_vqgan()
         >>> vqgan.factor
         4
     """
-    from safetensors.torch import load_file
-
     path = TINY_VQGAN_WEIGHTS if path is None else Path(path)
-    info = read_weights_config(path, "VQGAN", "lessonlib.vqgan.save_vqgan", REPRODUCE_COMMAND)
-    config = VQGANConfig.from_dict(info["config"])
-    state = {k: v.float() for k, v in load_file(str(path)).items()}
-    return build_vqgan(config, state, source=f"'{path}'")
+    model, _ = load_weights(
+        path,
+        lambda config: VQGAN(VQGANConfig.from_dict(config)),
+        what="VQGAN",
+        reproduce=REPRODUCE_COMMAND,
+    )
+    return model.requires_grad_(False)
 
 
 load_tiny_vqgan = load_vqgan
-
-
-def tiny_vqgan_info(path: str | Path | None = None) -> dict:
-    """The .json beside the tiny VQGAN: config, training command, reconstruction quality."""
-    path = TINY_VQGAN_WEIGHTS if path is None else Path(path)
-    return json.loads(path.with_suffix(".json").read_text())

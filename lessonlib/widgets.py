@@ -1,14 +1,25 @@
 """ipywidgets boxes used in lessons; each also works headless (nbval, a script) through plain calls.
 
-Introduced in lesson 02_zero_shot_classification.
+Introduced in lesson 02_zero_shot_classification (``LabelBox``); ``search_box`` comes in lesson
+03_image_search.
 
 A box is built from ordinary functions: ``LabelBox.update(text)`` does exactly what typing into the box
-does, so a notebook's self-check cell can call it and test the result, and nothing depends on a browser.
+does (and setting ``search_box(...).children[0].value`` what typing a query does), so a notebook's
+self-check cell can call it and test the result, and nothing depends on a browser.
+
+Example:
+    >>> parse_labels("cat, dog")
+    ['cat', 'dog']
 """
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for the annotations only: importing widgets stays cheap
+    from lessonlib.search import Hit, ImageIndex
 
 
 def parse_labels(text: str) -> list[str]:
@@ -96,7 +107,7 @@ class LabelBox:
             probs = probs.detach().cpu().numpy() if hasattr(probs, "detach") else np.asarray(probs)
         except (ValueError, TypeError) as err:
             self.error, self.probs = str(err), None
-            self.message.value = f"<span style='color:#b00'>&#9888; {err}</span>"
+            self.message.value = f"<span style='color:#b00'>&#9888; {html.escape(str(err))}</span>"
             return None
         self.error, self.labels, self.probs = None, labels, probs
         best = [labels[i] for i in probs.argmax(axis=1)]
@@ -127,3 +138,73 @@ class LabelBox:
         from IPython.display import display
 
         display(self.widget)
+
+
+def search_box(index: ImageIndex, k: int = 8, value: str = "", thumb: int = 96):
+    """A text box with a live result gallery under it (ipywidgets): type a query, see the top ``k``.
+
+    Introduced in lesson 03_image_search. Returns a ``VBox(text, gallery)``; ``box.hits`` holds the
+    latest results (so a test or a later cell can read them). A query the index refuses (e.g. an empty
+    one) shows the error text instead of the gallery.
+
+    Example:
+        >>> box = search_box(index, k=6)  # doctest: +SKIP
+        >>> box.children[0].value = "a red circle"  # what typing does  # doctest: +SKIP
+    """
+    import ipywidgets as widgets
+
+    text = widgets.Text(
+        value=value,
+        placeholder="type a query, e.g. a red circle",
+        description="search:",
+        continuous_update=True,
+        layout=widgets.Layout(width="60%"),
+    )
+    gallery = widgets.HTML()
+    box = widgets.VBox([text, gallery])
+    box.hits = []
+
+    def update(_change=None) -> None:
+        query = text.value
+        if not query.strip():
+            box.hits = []
+            gallery.value = "<i>type a few words to search the images</i>"
+            return
+        try:
+            box.hits = index.search(query, k=k)
+        except ValueError as err:
+            box.hits = []
+            gallery.value = f"<i>{html.escape(str(err))}</i>"
+            return
+        gallery.value = _gallery_html(index, box.hits, thumb)
+
+    text.observe(update, names="value")
+    update()
+    return box
+
+
+def _gallery_html(index: ImageIndex, hits: Sequence[Hit], thumb: int) -> str:
+    """The hits as inline PNG thumbnails with rank, score and name (HTML for an ipywidgets.HTML)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from lessonlib.plotting import short_name
+
+    cells = []
+    for hit in hits:
+        img = index.image(hit.position)
+        # Small images (Shapes World is 32 px) are enlarged with crisp pixels, photos shrunk smoothly.
+        resample = Image.NEAREST if img.width < thumb else Image.BILINEAR
+        img = img.resize((thumb, max(1, round(thumb * img.height / img.width))), resample)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        data = base64.b64encode(buf.getvalue()).decode()
+        cells.append(
+            f'<figure style="display:inline-block;margin:4px;text-align:center">'
+            f'<img src="data:image/png;base64,{data}" width="{thumb}"/>'
+            f'<figcaption style="font-size:10px">#{hit.rank} {hit.score:.3f}<br/>'
+            f"{html.escape(short_name(hit.name))}</figcaption></figure>"
+        )
+    return "".join(cells)

@@ -5,7 +5,8 @@ Introduced in lesson 02_zero_shot_classification.
 The whole idea fits in three lines (``zero_shot_classifier``): write each class name into every template,
 embed the prompts with the text tower, average the unit-length embeddings per class and normalise again.
 An image is then classified by cosine similarity to those class vectors, scaled by the model's
-temperature and pushed through a softmax (``classify``).
+temperature and pushed through a softmax (``classify``). Images and prompts are embedded by
+``lessonlib.embed`` (the one embedding path every lesson shares); the scores live in ``lessonlib.metrics``.
 
 Template sets:
 
@@ -17,13 +18,13 @@ Template sets:
 
 from __future__ import annotations
 
-import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
+
+from lessonlib import embed
 
 SINGLE_TEMPLATE = ("a photo of a {}.",)
 
@@ -153,187 +154,9 @@ def build_prompts(
     return [t.format(label) for label in labels for t in get_templates(templates)]
 
 
-# ------------------------------------------------------------------------------------------- tokenizing
-
-
-def _context_length(tokenizer, model=None) -> int | None:
-    return getattr(tokenizer, "context_length", None) or getattr(model, "context_length", None)
-
-
-def token_length(tokenizer, text: str) -> int | None:
-    """Number of tokens ``text`` needs, start and end tokens included (None if it cannot be told).
-
-    Introduced in lesson 02_zero_shot_classification.
-
-    Example:
-        >>> token_length(tokenizer, 'a red circle')  # <sot> a red circle <eot>  # doctest: +SKIP
-        5
-    """
-    # open_clip's SimpleTokenizer and lessonlib's WordTokenizer: encode() gives the ids without the
-    # start and end tokens.
-    if hasattr(tokenizer, "encode") and (
-        hasattr(tokenizer, "sot_token_id") or hasattr(tokenizer, "sot_id")
-    ):
-        return len(tokenizer.encode(text)) + 2
-    # open_clip's HFTokenizer wraps a transformers tokenizer.
-    hf = getattr(tokenizer, "tokenizer", None)
-    if hf is not None and callable(hf):
-        return len(hf(text)["input_ids"])
-    if hasattr(tokenizer, "token_length"):
-        return int(tokenizer.token_length(text))
-    try:
-        ids = tokenizer([text], context_length=4096)
-    except TypeError:
-        return None
-    return int((ids != 0).sum())
-
-
-def tokenize(tokenizer, texts: Sequence[str], model=None) -> torch.Tensor:
-    """Tokenize ``texts``; a prompt longer than the model's context is truncated with a warning.
-
-    Introduced in lesson 02_zero_shot_classification.
-
-    Example:
-        >>> tokens = tokenize(tokenizer, ["a red circle"])  # doctest: +SKIP
-    """
-    texts = list(texts)
-    context = _context_length(tokenizer, model)
-    warned = False
-    if context:
-        for text in texts:
-            n = token_length(tokenizer, text)
-            if n is not None and n > context:
-                short = text if len(text) <= 60 else text[:57] + "..."
-                warnings.warn(
-                    f"prompt {short!r} has {n} tokens, more than the model's context of {context}: "
-                    f"it is truncated to the first {context} tokens; shorten it to keep every word",
-                    UserWarning,
-                    stacklevel=3,
-                )
-                warned = True
-    if not warned:
-        return tokenizer(texts)
-    with warnings.catch_warnings():  # said once above; the tokenizer's own warning would repeat it
-        warnings.simplefilter("ignore")
-        return tokenizer(texts)
-
-
-# ------------------------------------------------------------------------------------------- embeddings
-
-
-def _model_device(model) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:  # pragma: no cover
-        return torch.device("cpu")
-
-
-@torch.no_grad()
-def encode_text(
-    model, tokenizer, texts: Sequence[str], batch_size: int = 256, normalize: bool = True
-) -> torch.Tensor:
-    """Text embeddings ``[len(texts), D]`` on the CPU (unit length when ``normalize``), in batches.
-
-    Introduced in lesson 02_zero_shot_classification.
-
-    Example:
-        >>> encode_text(model, tokenizer, ["a red circle"]).shape  # doctest: +SKIP
-        torch.Size([1, 64])
-    """
-    device = _model_device(model)
-    tokens = tokenize(tokenizer, texts, model)
-    out = [
-        model.encode_text(tokens[i : i + batch_size].to(device), normalize=normalize)
-        for i in range(0, len(tokens), batch_size)
-    ]
-    return torch.cat(out).float().cpu()
-
-
-def load_folder(folder) -> tuple[list, list[Path]]:
-    """All images in ``folder`` (sorted by name), skipping anything that is not an image with a warning.
-
-    Introduced in lesson 02_zero_shot_classification.
-
-    Returns ``(images, paths)``. Hidden files are ignored; every other file that cannot be read as an
-    image (a ``notes.txt``, a damaged JPEG) is skipped with a warning that names it.
-
-    Example:
-        >>> images, paths = load_folder("photos")  # doctest: +SKIP
-    """
-    from lessonlib.images import load_images
-
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder '{folder}' does not exist or is not a folder")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    images, paths, _ = load_images(files)
-    if not images:
-        raise ValueError(f"folder '{folder}' holds no readable images: add .jpg or .png files")
-    return images, paths
-
-
-def _as_batches(images, preprocess, batch_size: int):
-    """Yield preprocessed image batches from a tensor, a dataset of (tensor, ...) or a list of images."""
-    if isinstance(images, torch.Tensor):
-        if images.ndim == 3:
-            images = images.unsqueeze(0)
-        if images.ndim != 4:
-            raise ValueError(
-                f"image tensor has shape {tuple(images.shape)}: give a batch [N, 3, H, W] "
-                "that is already preprocessed, or a list of images"
-            )
-        for i in range(0, len(images), batch_size):
-            yield images[i : i + batch_size]
-        return
-    if isinstance(images, (str, Path)):
-        images, _ = load_folder(images)
-    if isinstance(images, torch.utils.data.Dataset) and not isinstance(images, list):
-        loader = torch.utils.data.DataLoader(images, batch_size=batch_size, shuffle=False)
-        for batch in loader:
-            yield batch[0] if isinstance(batch, (list, tuple)) else batch
-        return
-    from lessonlib.images import load_image
-
-    images = list(images)
-    if not images:
-        raise ValueError("no images given: pass at least one image, path or tensor")
-    if preprocess is None:
-        raise ValueError(
-            "images given as pictures or paths need the model's preprocess: "
-            "pass preprocess= (the second value load_clip returns)"
-        )
-    for i in range(0, len(images), batch_size):
-        yield torch.stack([preprocess(load_image(x)) for x in images[i : i + batch_size]])
-
-
-@torch.no_grad()
-def embed_images(
-    model, images, preprocess=None, batch_size: int = 256, normalize: bool = True
-) -> torch.Tensor:
-    """Image embeddings ``[N, D]`` on the CPU (unit length when ``normalize``), in batches.
-
-    Introduced in lesson 02_zero_shot_classification.
-
-    ``images`` may be a preprocessed tensor ``[N, 3, H, W]``, a dataset whose items are
-    ``(tensor, ...)`` (such as ``ShapesWorld``), a list of images/paths/arrays (then ``preprocess`` is
-    needed), or a folder path (non-images in it are skipped with a warning).
-
-    Example:
-        >>> embed_images(model, ds).shape  # doctest: +SKIP
-        torch.Size([1000, 64])
-    """
-    device = _model_device(model)
-    out = [
-        model.encode_image(batch.to(device), normalize=normalize)
-        for batch in _as_batches(images, preprocess, batch_size)
-    ]
-    return torch.cat(out).float().cpu()
-
-
 # ------------------------------------------------------------------------------------- the classifier
 
 
-@torch.no_grad()
 def zero_shot_classifier(
     model, tokenizer, class_names: Sequence[str], templates: str | Sequence[str] = "single"
 ) -> torch.Tensor:
@@ -350,10 +173,8 @@ def zero_shot_classifier(
     labels = check_labels(class_names)
     templates = get_templates(templates)
     prompts = [t.format(label) for label in labels for t in templates]
-    emb = encode_text(model, tokenizer, prompts)  # [C*T, D], unit length
-    emb = emb.reshape(len(labels), len(templates), -1).mean(
-        dim=1
-    )  # the ensemble: average per class
+    emb = embed.embed_texts(model, tokenizer, prompts)  # [C*T, D], unit length, eval mode, no grad
+    emb = emb.reshape(len(labels), len(templates), -1).mean(dim=1)  # the ensemble: mean per class
     emb = emb / emb.norm(dim=-1, keepdim=True)
     return emb.T
 
@@ -377,11 +198,11 @@ def classify(
 
     Introduced in lesson 02_zero_shot_classification.
 
-    ``image_features`` are unit-length ``[N, D]`` (``embed_images``), ``weights`` are ``[D, C]``
-    (``zero_shot_classifier``).
+    ``image_features`` are unit-length ``[N, D]`` (``lessonlib.embed.embed_images``), ``weights``
+    are ``[D, C]`` (``zero_shot_classifier``).
 
     Example:
-        >>> probs = classify(embed_images(model, ds), W, logit_scale(model))  # doctest: +SKIP
+        >>> probs = classify(embed.embed_images(model, ds), W, logit_scale(model))  # doctest: +SKIP
     """
     if image_features.ndim != 2 or weights.ndim != 2 or image_features.shape[1] != weights.shape[0]:
         raise ValueError(
@@ -409,7 +230,7 @@ class ZeroShotClassifier:
         self.scale = logit_scale(model)
 
     def predict_proba(self, images, preprocess=None, batch_size: int = 256) -> torch.Tensor:
-        """``[N, C]`` probabilities for images (anything ``embed_images`` takes) or unit features.
+        """``[N, C]`` probabilities for images (anything ``embed.embed_images`` takes) or unit features.
 
         Introduced in lesson 02_zero_shot_classification.
 
@@ -420,7 +241,7 @@ class ZeroShotClassifier:
         if isinstance(images, torch.Tensor) and images.ndim == 2:
             features = images
         else:
-            features = embed_images(self.model, images, preprocess, batch_size)
+            features = embed.embed_images(self.model, images, preprocess, batch_size)
         return classify(features, self.weights, self.scale)
 
     def predict(self, images, preprocess=None) -> list[str]:
@@ -481,72 +302,3 @@ def example_photos() -> tuple[list, list[str]]:
             "install scikit-image>=0.22 and matplotlib>=3.7"
         )
     return [load_image(files[n]) for n in names], names
-
-
-# ------------------------------------------------------------------------------------------- evaluation
-
-
-def top_k(
-    probs: torch.Tensor, class_names: Sequence[str], k: int = 5
-) -> list[list[tuple[str, float]]]:
-    """Per image, the ``k`` most probable ``(label, probability)`` pairs, best first.
-
-    Introduced in lesson 02_zero_shot_classification.
-
-    Example:
-        >>> top_k(torch.tensor([[0.25, 0.75]]), ["cat", "dog"], k=1)
-        [[('dog', 0.75)]]
-    """
-    k = min(int(k), probs.shape[1])
-    values, indices = probs.topk(k, dim=-1)
-    return [
-        [(class_names[i], float(v)) for v, i in zip(row_v, row_i, strict=True)]
-        for row_v, row_i in zip(values.tolist(), indices.tolist(), strict=True)
-    ]
-
-
-def topk_accuracy(probs, targets, ks: Sequence[int] = (1, 5)) -> dict[int, float]:
-    """Share of images whose true class is among the ``k`` most probable, for each ``k`` in ``ks``.
-
-    Introduced in lesson 02_zero_shot_classification.
-
-    With fewer than ``k`` classes, top-k is 1.0 by definition (every class is in the top k).
-
-    Example:
-        >>> topk_accuracy(torch.tensor([[0.2, 0.8], [0.6, 0.4]]), [1, 1], ks=(1, 2))
-        {1: 0.5, 2: 1.0}
-    """
-    probs = torch.as_tensor(probs)
-    targets = torch.as_tensor(targets).long()
-    if probs.ndim != 2 or len(targets) != len(probs):
-        raise ValueError(
-            f"probs {tuple(probs.shape)} and targets ({len(targets)}) do not fit: give [N, C] and N labels"
-        )
-    if len(targets) and (targets.min() < 0 or targets.max() >= probs.shape[1]):
-        raise ValueError(f"targets must be class indices in 0..{probs.shape[1] - 1}")
-    ranked = probs.argsort(dim=-1, descending=True)
-    result = {}
-    for k in ks:
-        hits = (ranked[:, : min(k, probs.shape[1])] == targets[:, None]).any(dim=-1)
-        result[int(k)] = float(hits.float().mean())
-    return result
-
-
-def confusion_matrix(targets, predictions, n_classes: int) -> np.ndarray:
-    """Counts ``[n_classes, n_classes]``: row = true class, column = predicted class.
-
-    Introduced in lesson 02_zero_shot_classification.
-
-    Example:
-        >>> confusion_matrix([0, 1, 1], [0, 0, 1], 2).tolist()
-        [[1, 0], [1, 1]]
-    """
-    targets = np.asarray(targets, dtype=int)
-    predictions = np.asarray(predictions, dtype=int)
-    if targets.shape != predictions.shape:
-        raise ValueError(
-            f"{len(targets)} targets but {len(predictions)} predictions: give one of each"
-        )
-    cm = np.zeros((n_classes, n_classes), dtype=int)
-    np.add.at(cm, (targets, predictions), 1)
-    return cm

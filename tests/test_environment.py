@@ -3,6 +3,7 @@
 import random
 import socket
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -15,11 +16,22 @@ from lessonlib.environment import MODE_ENV, decide_mode, hub_reachable, setup, v
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch, tmp_path):
+    """Each test starts from no setup() and leaves the process as it found it (environment variables,
+    the hub client's offline switch, torch's thread count)."""
+    import huggingface_hub.constants as hf_constants
+
     monkeypatch.delenv(MODE_ENV, raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv(environment.DEVICE_ENV, raising=False)
+    monkeypatch.delenv(environment.THREADS_ENV, raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty hub cache
     monkeypatch.setattr(environment, "_current", None)
+    monkeypatch.setattr(environment, "_decided_without_setup", None)
+    monkeypatch.setattr(environment, "_offline_saved", None)
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", hf_constants.HF_HUB_OFFLINE)
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize(
@@ -127,15 +139,126 @@ def test_hub_probe_true_for_a_listening_port():
 
 
 def test_setup_prints_one_line_and_goes_offline(capsys, monkeypatch):
+    import os
+
+    import huggingface_hub.constants as hf_constants
+
     monkeypatch.setenv(MODE_ENV, "offline")
     cfg = lessonlib.setup()
     out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 1 and "mode=offline" in out[0] and "device=cpu" in out[0]
+    assert len(out) == 1 and "mode=offline" in out[0]
+    assert f"device={environment.pick_device()}" in out[0]
+    assert (
+        f"threads={torch.get_num_threads()} (" in out[0] and cfg.threads == torch.get_num_threads()
+    )
     assert cfg.mode == "offline" and lessonlib.get_mode() == "offline"
     assert environment.current() is cfg
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and hf_constants.HF_HUB_OFFLINE is True
+
+
+def test_pretrained_setup_undoes_an_earlier_offline_setup(monkeypatch):
     import os
 
-    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    setup(mode="offline", verbose=False)
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and hf_constants.HF_HUB_OFFLINE is True
+    setup(mode="pretrained", verbose=False)
+    assert "HF_HUB_OFFLINE" not in os.environ and hf_constants.HF_HUB_OFFLINE is False
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # a value the user set is put back as it was
+    setup(mode="offline", verbose=False)
+    setup(mode="pretrained", verbose=False)
+    assert os.environ["HF_HUB_OFFLINE"] == "0"
+
+
+def test_get_mode_before_setup_decides_once_and_says_so(monkeypatch):
+    calls = []
+
+    def probe():
+        calls.append(1)
+        return False
+
+    monkeypatch.setattr(environment, "hub_reachable", probe)
+    with pytest.warns(UserWarning, match="setup\\(\\) has not been called: mode=offline"):
+        assert lessonlib.get_mode() == "offline"
+    assert lessonlib.get_mode() == "offline" and len(calls) == 1  # no second network probe
+
+
+@pytest.mark.parametrize(
+    "usable, busy, expected",
+    [(2, 0.0, 2), (2, 0.4, 2), (2, 0.6, 1), (2, 1.0, 1), (2, 3.5, 1), (1, 0.0, 1), (16, 2.2, 14)],
+)
+def test_choose_threads_gives_the_free_cpus(usable, busy, expected):
+    assert environment.choose_threads(usable, busy) == expected
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, "2"])
+def test_choose_threads_refuses_a_bad_cpu_count(bad):
+    with pytest.raises(ValueError, match="usable CPUs"):
+        environment.choose_threads(bad, 0.0)
+
+
+def test_setup_uses_the_policy_unless_told(monkeypatch):
+    monkeypatch.setattr(environment, "usable_cpus", lambda: (2, [0, 1]))
+    monkeypatch.setattr(environment, "busy_cpus", lambda ids: 1.0)
+    cfg = setup(mode="offline", verbose=False)
+    assert cfg.threads == 1 == torch.get_num_threads()
+    assert cfg.threads_reason == "2 CPUs usable, 1.0 busy with other work"
+    monkeypatch.setattr(environment, "busy_cpus", lambda ids: 0.0)
+    assert setup(mode="offline", verbose=False).threads == 2 == torch.get_num_threads()
+    monkeypatch.setenv(environment.THREADS_ENV, "1")
+    cfg = setup(mode="offline", verbose=False)
+    assert (cfg.threads, cfg.threads_reason) == (1, "set by $LESSONLIB_THREADS")
+    assert setup(mode="offline", threads=2, verbose=False).threads == 2  # the argument wins
+
+
+@pytest.mark.parametrize("bad", ["0", "two", "1.5", "-1", " "])
+def test_bad_thread_count_names_the_value(monkeypatch, bad):
+    monkeypatch.setenv(environment.THREADS_ENV, bad)
+    if not bad.strip():  # an empty variable means "not set": the policy decides
+        assert setup(mode="offline", verbose=False).threads >= 1
+        return
+    with pytest.raises(ValueError, match=f"thread count '{bad}'.*LESSONLIB_THREADS=1"):
+        setup(mode="offline", verbose=False)
+
+
+def test_cgroup_quota_is_read_for_v1_and_v2(tmp_path):
+    assert environment._cgroup_cpu_quota(tmp_path) is None  # no cgroup files: no quota
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert environment._cgroup_cpu_quota(tmp_path) is None
+    (tmp_path / "cpu.max").write_text("150000 100000\n")
+    assert environment._cgroup_cpu_quota(tmp_path) == 1.5
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert environment._cgroup_cpu_quota(tmp_path) is None
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    assert environment._cgroup_cpu_quota(tmp_path) == 1.0
+
+
+def test_usable_cpus_respects_a_quota(monkeypatch):
+    monkeypatch.setattr(environment, "_cgroup_cpu_quota", lambda: 1.5)
+    n, ids = environment.usable_cpus()
+    assert n == 1 and (ids is None or len(ids) >= 1)
+
+
+def test_busy_cpus_sees_a_busy_loop():
+    """A process that spins on one CPU shows up as about one busy CPU (checked with a wide margin:
+    other work on the machine adds to it, never takes away)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    spinner = ctx.Process(target=_spin, args=(stop,), daemon=True)
+    spinner.start()
+    try:
+        time.sleep(0.5)  # let it start spinning
+        assert environment.busy_cpus(seconds=0.5) > 0.6
+    finally:
+        stop.set()
+        spinner.join(5)
 
 
 def test_setup_seeds_everything():
@@ -152,9 +275,14 @@ def test_bad_seed(bad):
 
 
 def test_device_choice(monkeypatch):
-    assert environment.pick_device() == (
-        "cuda" if torch.cuda.is_available() else environment.pick_device()
-    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert environment.pick_device() == "cuda"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert environment.pick_device() == "cuda"  # CUDA first
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert environment.pick_device() == "mps"
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert environment.pick_device() == "cpu"
     assert environment.pick_device("CPU") == "cpu"
     with pytest.raises(ValueError, match="'tpu'.*cpu, cuda, mps"):
         environment.pick_device("tpu")
@@ -173,3 +301,8 @@ def test_get_mode_without_setup_reads_the_environment(monkeypatch):
 def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv(environment.CACHE_ENV, str(tmp_path / "c"))
     assert environment.cache_dir() == tmp_path / "c"
+
+
+def _spin(stop):  # module level, so that a spawned process can import it
+    while not stop.is_set():
+        pass

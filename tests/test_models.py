@@ -159,7 +159,9 @@ def test_load_errors_name_the_problem(tmp_path):
     info = json.loads(path.with_suffix(".json").read_text())
     info["config"]["embed_dim"] = 24  # config no longer matches the weights
     path.with_suffix(".json").write_text(json.dumps(info))
-    with pytest.raises(ValueError, match="has shape .* the config needs"):
+    with pytest.raises(
+        ValueError, match=r"wrong shapes: text_projection .* do not match the config beside them"
+    ):
         load_tiny_clip(path)
     info["config"]["colour_depth"] = 3
     path.with_suffix(".json").write_text(json.dumps(info))
@@ -209,31 +211,3 @@ def test_shipped_model_zero_shot_on_fresh_images():
     held_out = zero_shot_accuracy(model, tok, preprocess, split="held_out", n=300, seed=2024)
     assert seen >= 0.9, seen
     assert held_out >= 0.7, held_out
-
-
-def test_tiny_guides_load_as_one_ensemble_with_their_commands():
-    import json
-
-    from lessonlib.generate import CLIPEnsemble
-    from lessonlib.models import TINY_GUIDE_WEIGHTS, load_tiny_clip, load_tiny_guides
-
-    guide, preprocess, tokenizer = load_tiny_guides()
-    assert isinstance(guide, CLIPEnsemble) and len(guide.members) == len(TINY_GUIDE_WEIGHTS) == 5
-    commands = []
-    for path in TINY_GUIDE_WEIGHTS:
-        assert path.stat().st_size < 2_000_000
-        info = json.loads(path.with_suffix(".json").read_text())
-        commands.append(info["command"])
-        assert info["command"].startswith("python -m lessonlib.train_tiny_clip")
-        assert 0 < info["accuracy"]["seen_pairs"] <= 1
-    assert sum("--adversarial-eps" in c for c in commands) == 2
-    # The members really differ (other seeds, adversarial fine-tuning), and the first is the shipped one.
-    x = torch.rand(4, 3, 32, 32)
-    with torch.no_grad():
-        feats = [m.encode_image(x) for m in guide.members]
-        assert torch.equal(feats[0], load_tiny_clip()[0].encode_image(x))
-    assert all(not torch.allclose(feats[0], f) for f in feats[1:])
-    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
-        load_tiny_guides(
-            [TINY_GUIDE_WEIGHTS[0], TINY_GUIDE_WEIGHTS[0].with_name("missing.safetensors")]
-        )

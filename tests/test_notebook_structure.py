@@ -1,5 +1,6 @@
 """Structure of every lesson notebook: badges that point at the notebook itself, the Colab install guard,
-the setup cell, closing sections, self-checks, no stored outputs, clean metadata, a size limit.
+the setup cell, closing sections, self-checks, no stored outputs, clean metadata, a size limit, and the
+MyST source (``NN_topic.md``) in step with the committed notebook (``NN_topic.ipynb``).
 
 Executing the notebooks is nbval's job (`make test` runs it); this file checks what execution cannot.
 """
@@ -31,6 +32,12 @@ def test_there_are_lessons():
     assert "00_welcome.ipynb" in names
     for name in names:
         assert re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", name), f"{name}: use NN_topic.ipynb"
+    for source in (ROOT / "notebooks").glob(
+        "*.md"
+    ):  # a source without its notebook is not a lesson
+        assert source.with_suffix(".ipynb").exists(), (
+            f"{source.name} has no .ipynb: run `make sync`"
+        )
 
 
 @pytest.fixture(params=NOTEBOOKS, ids=lambda p: p.name)
@@ -95,9 +102,48 @@ def test_stored_without_outputs_and_clean_metadata(notebook):
                 f"{notebook.name}: cell {i} has an execution count"
             )
     assert nb["metadata"].get("kernelspec", {}).get("name") == "python3"
-    assert set(nb["metadata"]) <= {"kernelspec", "language_info"}, (
+    assert set(nb["metadata"]) <= {"kernelspec", "language_info", "jupytext"}, (
         f"{notebook.name}: clean the metadata"
     )
+    assert nb["metadata"].get("jupytext") == {"formats": "ipynb,md:myst"}, (
+        f"{notebook.name}: pair it with its MyST source: jupytext --set-formats ipynb,md:myst"
+    )
+
+
+def _comparable(cells):
+    """What must agree between a lesson's .md and its .ipynb: cell type, source and metadata."""
+    return [
+        (c["cell_type"], _source(c).strip("\n"), json.dumps(c.get("metadata", {}), sort_keys=True))
+        for c in cells
+    ]
+
+
+def test_myst_source_and_notebook_are_in_sync(notebook):
+    """The .md is what instructors edit; the .ipynb is what Colab and Binder open. They must agree
+    cell by cell, or one of them holds an edit the other lost (fix: `make sync`, then commit both)."""
+    import jupytext
+
+    source = notebook.with_suffix(".md")
+    assert source.is_file(), f"{notebook.name}: its MyST source {source.name} is missing"
+    from_md = _comparable(jupytext.read(source)["cells"])
+    from_ipynb = _comparable(_cells(notebook))
+    assert len(from_md) == len(from_ipynb), (
+        f"{source.name} has {len(from_md)} cells, {notebook.name} {len(from_ipynb)}: run `make sync`"
+    )
+    for i, (a, b) in enumerate(zip(from_md, from_ipynb)):
+        assert a == b, (
+            f"cell {i} differs between {source.name} and {notebook.name}: run `make sync`"
+        )
+
+
+def test_sync_check_catches_an_edit(tmp_path):
+    """The check above can fail: an edit to a copy of a lesson's .md shows up as a difference."""
+    import jupytext
+
+    source = NOTEBOOKS[0].with_suffix(".md")
+    edited = tmp_path / source.name
+    edited.write_text(source.read_text(encoding="utf-8").replace("Welcome", "Welcom", 1))
+    assert _comparable(jupytext.read(edited)["cells"]) != _comparable(_cells(NOTEBOOKS[0]))
 
 
 def test_markdown_precedes_code(notebook):

@@ -76,6 +76,29 @@ def test_confusion():
         plotting.plot_confusion(cm, ["a", "b", "c"])
 
 
+def test_search_hits_gallery(images):
+    from lessonlib.search import Hit
+
+    hits = [
+        Hit(rank=r + 1, position=r, name=f"photos/{c}.png", score=0.3 - r / 10)
+        for r, c in enumerate(COLOURS)
+    ]
+    fig = plotting.show_hits(images, hits, query="'a box'")
+    assert [ax.get_title() for ax in fig.axes] == [
+        "#1  cos 0.300\nred.png",
+        "#2  cos 0.200\ngreen.png",
+        "#3  cos 0.100\nblue.png",
+    ]
+    assert fig._suptitle.get_text() == "top 3 results for 'a box'"
+    with pytest.raises(ValueError, match="no hits to show"):
+        plotting.show_hits([], [])
+
+
+def test_short_name():
+    assert plotting.short_name("a/b/cat.jpg") == "cat.jpg"
+    assert plotting.short_name("x" * 40, width=10) == "x" * 9 + "…"
+
+
 def test_parse_labels():
     assert widgets.parse_labels(" cat,dog ,, person") == ["cat", "dog", "person"]
     assert widgets.parse_labels("") == []
@@ -98,4 +121,8 @@ def test_label_box_updates_and_shows_errors(images):
     assert box.update("cat, cat") is None
     assert "duplicate labels 'cat'" in box.error and "duplicate" in box.message.value
     assert box.update("") is None and "empty" in box.error
+    assert box.update("<b>cat</b>, <b>cat</b>") is None  # the error text is shown as text, not HTML
+    assert (
+        "<b>" in box.error and "<b>" not in box.message.value and "&lt;b&gt;" in box.message.value
+    )
     assert box.labels == ["sun", "moon", "star"]  # an error keeps the last good answer's labels

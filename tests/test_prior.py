@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lessonlib import generate as G
+from lessonlib.checkpoints import CheckpointError, file_sha256, weights_info
 from lessonlib.prior import (
     CodePrior,
     PriorConfig,
@@ -18,7 +19,6 @@ from lessonlib.prior import (
     load_prior,
     save_prior,
 )
-from lessonlib.registry import CheckpointError
 from lessonlib.vqgan import VQGAN, VQGANConfig, save_vqgan
 
 F2 = dict(
@@ -128,7 +128,6 @@ def test_bad_configs_and_shapes():
 def test_save_load_and_the_vqgan_pin(tmp_path, f2_vqgan):
     prior = small_prior(grid=(8, 8))
     vq = save_vqgan(f2_vqgan, tmp_path / "vq.safetensors")
-    from lessonlib.registry import file_sha256
 
     path = save_prior(
         prior,
@@ -226,6 +225,10 @@ def test_draw_reranks_with_clip_and_refines(f2_vqgan, tiny_clip_model, one_torch
         draw("a red circle", prior, f2_vqgan, refine_steps=3)
     with pytest.raises(ValueError, match="candidates"):
         draw("a red circle", prior, f2_vqgan, candidates=0)
+    with pytest.raises(TypeError, match=r"unknown draw setting\(s\) \['candidate'\]"):
+        draw("a red circle", prior, f2_vqgan, candidate=2)
+    with pytest.raises(ValueError, match="refine_steps=0"):
+        draw("a red circle", prior, f2_vqgan, lr=0.05)
     with pytest.raises(ValueError, match="grids of"):
         draw("a red circle", small_prior(), f2_vqgan)
 
@@ -288,13 +291,13 @@ def test_code_data_pairs_captions_with_their_scenes(f2_vqgan):
 def test_shipped_prior_with_the_rerankers_draws_the_prompts(one_torch_thread):
     """The shipped pair: the prior writes 16x16 grids for the f2 VQGAN, and with the rerankers most
     pictures are judged right (BENCHMARKS.md: 46/48; here 6 prompts, so a loose bound)."""
+    from lessonlib.critics import load_tiny_rerankers
     from lessonlib.judge import judge, object_prompts
-    from lessonlib.models import load_tiny_rerankers
-    from lessonlib.prior import tiny_prior_info
+    from lessonlib.prior import TINY_PRIOR_WEIGHTS
 
     prior, vqgan = load_prior()
     assert prior.config.grid == (16, 16) and vqgan.factor == 2
-    info = tiny_prior_info()
+    info = weights_info(TINY_PRIOR_WEIGHTS)  # the .json beside the shipped prior, as shipped
     assert info["command"].startswith("python -m lessonlib.train_tiny_prior")
     assert info["vqgan"] == "tiny_vqgan_f2.safetensors"
     reranker, preprocess, tokenizer = load_tiny_rerankers()

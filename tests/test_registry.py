@@ -16,8 +16,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from lessonlib import registry
-from lessonlib.registry import CheckpointError, ModelSpec, load_clip
+from lessonlib import checkpoints, registry
+from lessonlib.checkpoints import CheckpointError
+from lessonlib.registry import ModelSpec, load_clip
 
 ARCH = "lessonlib-test-ViT"
 # A real open_clip CLIP (ViT image tower + transformer text tower with the BPE tokenizer), just small.
@@ -124,7 +125,7 @@ def test_state_dict_of_another_architecture_names_the_keys(arch, random_model, t
 
 
 def test_sha256_is_checked(arch, checkpoint):
-    good = registry.file_sha256(checkpoint)
+    good = checkpoints.file_sha256(checkpoint)
     load_clip(arch, pretrained=checkpoint, sha256=good)  # passes
     bad = ("0" if good[0] != "0" else "1") + good[1:]
     with pytest.raises(CheckpointError, match=f"expected {bad}"):
@@ -143,7 +144,7 @@ def fake_hub(arch, checkpoint, monkeypatch):
         arch=arch,
         pretrained="test-tag",
         hub_repo="lessonlib/test-clip",
-        sha256={"open_clip_model.safetensors": registry.file_sha256(checkpoint)},
+        sha256={"open_clip_model.safetensors": checkpoints.file_sha256(checkpoint)},
     )
     monkeypatch.setitem(registry.MODELS, arch, spec)
     calls = []
@@ -217,6 +218,17 @@ def test_offline_mode_never_touches_the_hub(arch, fake_hub, monkeypatch, capsys)
     with pytest.raises(RuntimeError, match="offline mode"):
         load_clip(arch, strict=True)
     assert fake_hub == []
+
+
+def test_an_explicit_mode_beats_the_one_read_back(arch, fake_hub, monkeypatch):
+    monkeypatch.setattr(registry, "get_mode", lambda: "pretrained")
+    monkeypatch.setattr(registry, "_load_tiny", lambda device: ("tiny-model", "pre", "tok"))
+    assert load_clip(arch, mode="offline", verbose=False)[0] == "tiny-model"
+    assert fake_hub == []
+    with pytest.raises(ValueError, match="mode 'auto' is for setup"):
+        load_clip(arch, mode="auto")
+    with pytest.raises(ValueError, match="unknown mode 'online'"):
+        load_clip(arch, mode="online")
 
 
 def test_failed_download_falls_back_or_raises_when_strict(arch, monkeypatch, capsys):

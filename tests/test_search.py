@@ -1,4 +1,6 @@
-"""Tests of lessonlib.search: the embedding cache, queries, FAISS, recall@k and bad inputs.
+"""Tests of lessonlib.search: the embedding cache, queries, FAISS, the gallery and search box, bad inputs.
+
+(recall@k and the other metrics are tested in tests/test_metrics.py.)
 
 The models are small random-weight open_clip CLIPs built here (plus one real ViT-B-32 architecture with
 random weights), so the tests need no download and check the same code paths as pretrained weights.
@@ -24,15 +26,12 @@ from lessonlib.search import (
     Hit,
     ImageIndex,
     build_faiss_index,
-    caption_relevance,
-    chance_recall_at_k,
     exact_search,
     model_fingerprint,
-    recall_at_k,
-    search_box,
     split_preprocess,
 )
 from lessonlib.tokenizer import EOT_ID, WordTokenizer
+from lessonlib.widgets import search_box
 
 
 def make_clip(seed: int = 0):
@@ -399,6 +398,14 @@ def test_bad_search_arguments(clip):
         index.use_faiss("annoy")
 
 
+def test_device_must_be_where_the_model_is(clip):
+    """The index embeds through lessonlib.embed, which runs the model where its weights are."""
+    model, preprocess, tok = clip
+    assert ImageIndex(model, preprocess, tok, cache=None, device="cpu").device.type == "cpu"
+    with pytest.raises(ValueError, match="device='meta' but the model's weights are on cpu"):
+        ImageIndex(model, preprocess, tok, cache=None, device="meta")
+
+
 # ------------------------------------------------------------------------------------- queries
 
 
@@ -454,7 +461,9 @@ def test_faiss_flat_equals_exact_and_approximate_recall():
     exact_scores, exact_idx = exact_search(x, q, 10)
     flat = build_faiss_index(x, "flat")
     s, i = flat.search(q.numpy(), 10)
-    assert (torch.from_numpy(i) == exact_idx).float().mean() > 0.99
+    # Exact up to ties: vectors whose scores agree to float precision may come in another order, so
+    # positions must agree in >= 99% of places (as lesson 03's self-check) and the scores everywhere.
+    assert (torch.from_numpy(i) == exact_idx).float().mean() >= 0.99
     torch.testing.assert_close(torch.from_numpy(s), exact_scores, atol=1e-5, rtol=1e-5)
     for kind in ("hnsw", "ivf"):
         _, approx = build_faiss_index(x, kind, nprobe=16).search(q.numpy(), 10)
@@ -476,48 +485,6 @@ def test_index_with_faiss_matches_exact(clip):
     assert "faiss flat" in repr(index)
     index.use_faiss(None)
     assert index._faiss is None
-
-
-# ---------------------------------------------------------------------------------- evaluation
-
-
-def test_recall_at_k_by_hand():
-    sim = torch.tensor([[0.9, 0.8, 0.1], [0.1, 0.2, 0.3], [0.5, 0.9, 0.4]])
-    # query 0: best is item 0 (relevant); query 1: relevant item 0 is ranked last; query 2: item 2 third.
-    assert recall_at_k(sim, torch.tensor([0, 0, 2]), ks=(1, 2, 3)) == pytest.approx(
-        {1: 1 / 3, 2: 1 / 3, 3: 1.0}
-    )
-    # Several relevant items: query 0 finds item 1 second, query 1 item 2 first, query 2 item 0 second.
-    rel = torch.tensor([[False, True, False], [False, True, True], [True, False, False]])
-    assert recall_at_k(sim, rel, ks=(1, 2)) == pytest.approx({1: 1 / 3, 2: 1.0})
-
-
-def test_recall_bad_inputs():
-    sim = torch.rand(2, 4)
-    with pytest.raises(ValueError, match="no relevant item"):
-        recall_at_k(sim, torch.zeros(2, 4, dtype=torch.bool))
-    with pytest.raises(ValueError, match="ks must be integers from 1 to 4"):
-        recall_at_k(sim, torch.tensor([0, 1]), ks=(1, 5))
-    with pytest.raises(ValueError, match="2 queries but 3"):
-        recall_at_k(sim, torch.tensor([0, 1, 2]))
-    with pytest.raises(ValueError, match="captions is empty"):
-        caption_relevance([])
-
-
-def test_chance_recall_matches_random_rankings():
-    rel = torch.zeros(40, 30, dtype=torch.bool)
-    for q in range(40):
-        rel[q, torch.randperm(30)[: 1 + q % 4]] = True
-    g = torch.Generator().manual_seed(0)
-    simulated = [recall_at_k(torch.rand(40, 30, generator=g), rel) for _ in range(300)]
-    for k, value in chance_recall_at_k(rel).items():
-        assert np.mean([s[k] for s in simulated]) == pytest.approx(value, abs=0.02)
-
-
-def test_caption_relevance():
-    queries, rel = caption_relevance(["b", "a", "b", "c"])
-    assert queries == ["a", "b", "c"]
-    assert rel.tolist() == [[0, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 1]]
 
 
 # ------------------------------------------------------------------------------- gallery, widget
@@ -591,7 +558,7 @@ def test_add_embeddings(clip):
 def test_split_preprocess_skips_identity_resize_with_identical_pixels():
     """The fast path for images already at the input size gives exactly the full pipeline's numbers."""
     from lessonlib import models
-    from lessonlib.search import _SkipIdentityResize, split_preprocess
+    from lessonlib.search.preprocess import _SkipIdentityResize
 
     _, preprocess, _ = models.load_tiny_clip()
     per_image, per_batch = split_preprocess(preprocess)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from lessonlib.augment import RecolourWhenColourUnsaid, ReshapeWhenShapeUnsaid
 from lessonlib.data import ShapesWorld
 from lessonlib.models import (
     TinyCLIPConfig,
@@ -15,14 +16,7 @@ from lessonlib.models import (
     make_preprocess,
     make_tokenizer,
 )
-from lessonlib.train import (
-    LivePlot,
-    RecolourWhenColourUnsaid,
-    ReshapeWhenShapeUnsaid,
-    TrainHistory,
-    train_clip,
-    zero_shot_accuracy,
-)
+from lessonlib.train import LivePlot, TrainConfig, TrainHistory, train_clip, zero_shot_accuracy
 
 matplotlib.use("Agg")
 SMALL = {"embed_dim": 16, "vision_width": 8, "text_width": 32, "text_layers": 1, "text_heads": 2}
@@ -92,6 +86,19 @@ def test_bad_training_arguments(tiny, kwargs, error, message):
     args = {"steps": 2, "batch_size": 8, "progress": False, **kwargs}
     with pytest.raises(error, match=message):
         train_clip(model, tok, ShapesWorld(16), **args)
+
+
+def test_train_config_refuses_unknown_and_bad_settings(tiny):
+    cfg, model, tok = tiny
+    with pytest.raises(TypeError, match=r"unknown training setting\(s\) \['stepz'\].*steps"):
+        train_clip(model, tok, ShapesWorld(16), stepz=3, progress=False)
+    with pytest.raises(ValueError, match="lr must be a number >= 0"):
+        TrainConfig(lr=-1.0)
+    with pytest.raises(ValueError, match="warmup must be a whole number"):
+        TrainConfig(warmup=2.5)
+    config = TrainConfig(steps=2, batch_size=8, mean=cfg.mean, std=cfg.std)
+    history = train_clip(model, tok, ShapesWorld(16), config, progress=False, steps=3)
+    assert history.steps == 3 and config.steps == 2  # keyword settings change a copy
 
 
 def test_model_must_be_a_clip(tiny):
@@ -316,13 +323,15 @@ def test_training_data_split_all_shows_held_out_pairs_and_train_never_does():
     held = set(HELD_OUT_PAIRS)
 
     def pairs(split):
-        world = training_data(400, 0, 1, 32, split=split)(0)
+        world = training_data(400, 0, 32, split=split)(0)
         return {obj.pair for i in range(len(world)) for obj in world.objects(i)}
 
     assert not pairs("train") & held
     assert pairs("all") & held
     with pytest.raises(ValueError, match="'test'"):
-        training_data(10, 0, 1, 32, split="test")
+        training_data(10, 0, 32, split="test")
+    with pytest.raises(ValueError, match=r"unknown augmentation\(s\) \['recolor'\]"):
+        training_data(10, 0, 32, augment={"recolor": 1.0})
     from lessonlib.train_tiny_clip import parse_args
 
     for bad in (["--split", "test"], ["--blur", "-1"], ["--copies", "2"]):
@@ -332,7 +341,7 @@ def test_training_data_split_all_shows_held_out_pairs_and_train_never_does():
 
 
 def test_repeat_the_object_adds_copies_and_names_them():
-    from lessonlib.train import RepeatTheObject
+    from lessonlib.augment import RepeatTheObject
 
     world = ShapesWorld(60, seed=2, detail="simple")
     ds = RepeatTheObject(world, p=0.5, seed=1)

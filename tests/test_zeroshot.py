@@ -1,7 +1,9 @@
 """lessonlib.zeroshot: prompt ensembles, classification, evaluation and the bad inputs of lesson 02.
 
 The classifier is cross-checked against open_clip's ``build_zero_shot_classifier`` on a real open_clip
-architecture (small config, random weights) with open_clip's own BPE tokenizer.
+architecture (small config, random weights) with open_clip's own BPE tokenizer. The helpers of
+``lessonlib.embed`` that lesson 02 calls (``token_length``, ``load_folder``, ``embed_images``) are tested
+here on that architecture too; tests/test_embed.py checks that lessons 02 and 03 share them.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import json
 import warnings
 
-import numpy as np
 import open_clip
 import pytest
 import torch
@@ -17,7 +18,9 @@ from open_clip.zero_shot_classifier import build_zero_shot_classifier
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 from PIL import Image
 
+from lessonlib import embed
 from lessonlib import zeroshot as zs
+from lessonlib.metrics import topk_accuracy
 
 ARCH = "lessonlib-test-ViT-zs"
 CONFIG = {
@@ -123,7 +126,7 @@ def test_long_prompt_is_truncated_with_a_warning(clip):
 def test_token_length_matches_the_tokenizer(clip):
     _, _, tokenizer = clip
     text = "a photo of a dog"
-    assert zs.token_length(tokenizer, text) == int(
+    assert embed.token_length(tokenizer, text) == int(
         (tokenizer([text], context_length=77) != 0).sum()
     )
 
@@ -134,7 +137,7 @@ def test_non_image_file_in_a_folder_is_skipped_with_a_warning(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     with pytest.warns(UserWarning) as record:
-        images, paths = zs.load_folder(tmp_path)
+        images, paths = embed.load_folder(tmp_path)
     assert [p.name for p in paths] == ["a.png", "b.jpg"]
     assert len(images) == 2 and images[0].mode == "RGB"
     messages = " ".join(str(w.message) for w in record)
@@ -147,9 +150,9 @@ def test_folder_without_images(tmp_path):
         pytest.warns(UserWarning, match="notes.txt"),
         pytest.raises(ValueError, match="no readable"),
     ):
-        zs.load_folder(tmp_path)
+        embed.load_folder(tmp_path)
     with pytest.raises(FileNotFoundError, match="missing"):
-        zs.load_folder(tmp_path / "missing")
+        embed.load_folder(tmp_path / "missing")
 
 
 # ---------------------------------------------------------------------------------- images and probs
@@ -160,19 +163,19 @@ def test_embed_images_accepts_pictures_paths_tensors_and_folders(clip, tmp_path)
     pictures = [Image.new("RGB", (40, 30), c) for c in ("red", "green", "blue")]
     for i, p in enumerate(pictures):
         p.save(tmp_path / f"{i}.png")
-    from_pil = zs.embed_images(model, pictures, preprocess, batch_size=2)
-    from_tensor = zs.embed_images(model, torch.stack([preprocess(p) for p in pictures]))
-    from_folder = zs.embed_images(model, tmp_path, preprocess)
+    from_pil = embed.embed_images(model, pictures, preprocess, batch_size=2)
+    from_tensor = embed.embed_images(model, torch.stack([preprocess(p) for p in pictures]))
+    from_folder = embed.embed_images(model, tmp_path, preprocess)
     assert from_pil.shape == (3, CONFIG["embed_dim"])
     assert torch.allclose(from_pil, from_tensor, atol=1e-6)
     assert torch.allclose(from_pil, from_folder, atol=1e-6)
     assert torch.allclose(from_pil.norm(dim=-1), torch.ones(3), atol=1e-5)
     with pytest.raises(ValueError, match="preprocess"):
-        zs.embed_images(model, pictures)
+        embed.embed_images(model, pictures)
     with pytest.raises(ValueError, match="no images"):
-        zs.embed_images(model, [], preprocess)
+        embed.embed_images(model, [], preprocess)
     with pytest.raises(ValueError, match="shape"):
-        zs.embed_images(model, torch.zeros(2, 3))
+        embed.embed_images(model, torch.zeros(2, 3))
 
 
 def test_classify_picks_the_class_whose_vector_the_image_matches():
@@ -200,46 +203,6 @@ def test_zero_shot_classifier_object(clip):
     assert clf.scale == pytest.approx(float(model.logit_scale.detach().exp()))
 
 
-# ------------------------------------------------------------------------------------------ evaluation
-
-
-def test_topk_accuracy_matches_sklearn():
-    from sklearn.metrics import top_k_accuracy_score
-
-    rng = np.random.default_rng(0)
-    probs = torch.softmax(torch.from_numpy(rng.normal(size=(200, 12))), dim=-1)
-    targets = rng.integers(0, 12, size=200)
-    ours = zs.topk_accuracy(probs, targets, ks=(1, 5))
-    for k in (1, 5):
-        theirs = top_k_accuracy_score(targets, probs.numpy(), k=k, labels=list(range(12)))
-        assert ours[k] == pytest.approx(theirs)
-    assert zs.topk_accuracy(probs[:, :3], targets % 3, ks=(5,)) == {5: 1.0}
-    with pytest.raises(ValueError, match="class indices"):
-        zs.topk_accuracy(probs, targets + 20)
-    with pytest.raises(ValueError, match="do not fit"):
-        zs.topk_accuracy(probs, targets[:10])
-
-
-def test_confusion_matrix_matches_sklearn():
-    from sklearn.metrics import confusion_matrix
-
-    rng = np.random.default_rng(1)
-    targets, preds = rng.integers(0, 6, 300), rng.integers(0, 6, 300)
-    assert (
-        zs.confusion_matrix(targets, preds, 6) == confusion_matrix(targets, preds, labels=range(6))
-    ).all()
-    with pytest.raises(ValueError, match="predictions"):
-        zs.confusion_matrix(targets, preds[:5], 6)
-
-
-def test_top_k_lists_labels_best_first():
-    probs = torch.tensor([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]])
-    top = zs.top_k(probs, ["a", "b", "c"], k=2)
-    assert [[name for name, _ in row] for row in top] == [["b", "c"], ["a", "c"]]
-    assert top[0][0][1] == pytest.approx(0.6)
-    assert len(zs.top_k(probs, ["a", "b", "c"], k=10)[0]) == 3
-
-
 # ---------------------------------------------------------------------------------- the tiny model
 
 
@@ -257,7 +220,7 @@ def test_tiny_model_on_shapes_world_beats_chance():
     ds = data.ShapesWorld(200, split="test", seed=0, transform=preprocess)
     clf = zs.ZeroShotClassifier(model, tokenizer, names, templates="a {}")
     probs = clf.predict_proba(ds)
-    acc = zs.topk_accuracy(probs, ds.class_indices(), ks=(1,))[1]
+    acc = topk_accuracy(probs, ds.class_indices(), ks=(1,))[1]
     assert acc > 3 / len(names)
 
 
@@ -288,7 +251,7 @@ def test_notebook_pretrained_cells_run_on_a_random_model(clip, monkeypatch):
         src
         for src in cells
         if "from lessonlib import" in src
-        or 'load_clip("ViT-B-32")' in src
+        or 'load_clip("ViT-B-32"' in src
         or 'cfg.mode == "pretrained"' in src
         or "box.update(" in src
     ]
