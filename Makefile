@@ -9,10 +9,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_INDEX ?=
 PIP_EXTRA := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
-LINT_PATHS := lessonlib tests notebooks benchmarks scripts
+LINT_PATHS := lessonlib tests notebooks benchmarks
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: lab course test lint format venv bench clean
+.PHONY: lab course test lint format venv bench clean sync
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10 or newer is needed, found " + sys.version.split()[0]'
@@ -42,6 +42,10 @@ test: $(STAMP)
 	LESSONLIB_MODE=offline MPLBACKEND=Agg $(BIN)/python -m pytest tests notebooks \
 		--nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		--nbval-cell-timeout=600 -p no:cacheprovider
+
+## After editing a lesson outside JupyterLab: bring each .md source and its .ipynb back in step (newer wins).
+sync: $(STAMP)
+	$(BIN)/jupytext --sync $(sort $(wildcard notebooks/[0-9][0-9]_*.md))
 
 lint:
 	$(BIN)/ruff check $(LINT_PATHS)
