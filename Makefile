@@ -12,13 +12,17 @@ PIP_EXTRA := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 LINT_PATHS := lessonlib tests notebooks benchmarks
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: lab course test lint format venv bench clean sync
+.PHONY: lab course test lint format venv bench clean sync student
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml lab-settings/overrides.json
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10 or newer is needed, found " + sys.version.split()[0]'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(PIP_EXTRA) -e ".[dev]"
+	@# JupyterLab settings for the course: widgets saved with the notebook (a reopened lesson shows
+	@# them, not "Error displaying widget"), lesson .md sources open as notebooks (jupytext).
+	@mkdir -p $(VENV)/share/jupyter/lab/settings
+	cp lab-settings/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -42,6 +46,14 @@ test: $(STAMP)
 	LESSONLIB_MODE=offline MPLBACKEND=Agg $(BIN)/python -m pytest tests notebooks \
 		--nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		--nbval-cell-timeout=600 -p no:cacheprovider
+
+## Solution-free copies of the lessons for handing out (cells tagged "solution" removed) in build/student/.
+student: $(STAMP)
+	@mkdir -p build/student
+	$(BIN)/jupyter nbconvert --to notebook --output-dir build/student \
+		--TagRemovePreprocessor.enabled=True \
+		--TagRemovePreprocessor.remove_cell_tags solution $(NOTEBOOKS)
+	@echo "Solution-free lessons are in build/student/"
 
 ## After editing a lesson outside JupyterLab: bring each .md source and its .ipynb back in step (newer wins).
 sync: $(STAMP)

@@ -396,7 +396,7 @@ def load_taming_vqgan(
 
 
 def download_taming_vqgan(
-    name: str = "vqgan_imagenet_f16_16384", sha256: str | None = None
+    name: str = "vqgan_imagenet_f16_16384", sha256: str | None = None, mode: str | None = None
 ) -> tuple[Path, Path]:
     """Download (once) an official taming VQGAN into lessonlib's cache: ``(ckpt_path, yaml_path)``.
 
@@ -433,7 +433,7 @@ def download_taming_vqgan(
             if known:
                 verify_sha256(path, known)
         return ckpt, yml
-    if get_mode() == "offline":
+    if (get_mode() if mode is None else mode) == "offline":
         raise FileNotFoundError(
             f"{name} is not in the cache ('{folder}') and lessonlib is in offline mode: run "
             "lessonlib.setup(mode='pretrained') with internet, or use the tiny VQGAN (load_tiny_vqgan())"
@@ -455,10 +455,17 @@ def download_taming_vqgan(
 
 
 def load_pretrained_vqgan(
-    name: str = "vqgan_imagenet_f16_16384", with_encoder: bool = True
+    name: str = "vqgan_imagenet_f16_16384", with_encoder: bool = True, mode: str | None = None
 ) -> VQGAN:
-    """``download_taming_vqgan`` + ``load_taming_vqgan``. Introduced in lesson 04_vqgan_clip."""
-    ckpt, yml = download_taming_vqgan(name)
+    """``download_taming_vqgan`` + ``load_taming_vqgan``. Introduced in lesson 04_vqgan_clip.
+
+    ``mode`` (``cfg.mode`` from ``setup()``) says whether the network may be used; without it the mode
+    ``setup()`` chose is read back.
+
+    Example:
+        >>> vqgan = load_pretrained_vqgan(with_encoder=False, mode=cfg.mode)  # doctest: +SKIP
+    """
+    ckpt, yml = download_taming_vqgan(name, mode=mode)
     return load_taming_vqgan(ckpt, yml, with_encoder=with_encoder)
 
 

@@ -170,3 +170,32 @@ def test_readme_badges_and_links_point_at_real_notebooks():
     for path in re.findall(r"(notebooks/\d\d_[a-z0-9_]+\.ipynb)", readme):
         assert (ROOT / path).exists(), f"README links {path}, which does not exist"
     assert "make lab" in readme and "make test" in readme
+
+
+def test_binder_and_colab_install_what_the_lessons_import():
+    """Binder (environment.yml + postBuild) and Colab (the install cell) install the `lab` extra, which
+    must hold what the lessons need beyond the core: FAISS (lesson 03, section 7) and jupytext."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    lab = " ".join(extras["lab"])
+    for package in ("faiss-cpu", "jupytext", "jupyterlab", "ipykernel"):
+        assert package in lab, f"the lab extra must install {package}"
+    post_build = (ROOT / "postBuild").read_text()
+    assert re.search(r'pip install .*-e "\.\[lab\]"', post_build), "postBuild must install .[lab]"
+    assert "lessonlib[lab]" in COLAB_INSTALL_CELL, (
+        "Colab's install cell must install lessonlib[lab]"
+    )
+    env = (ROOT / "environment.yml").read_text()
+    assert "torch" in env and "download.pytorch.org/whl/cpu" in env, "Binder needs CPU torch"
+
+
+def test_jupyterlab_saves_widget_state():
+    """A reopened lesson shows its widgets (not "Error displaying widget"): make lab and Binder install
+    JupyterLab settings that save widget state with the notebook."""
+    settings = json.loads((ROOT / "lab-settings" / "overrides.json").read_text())
+    assert settings["@jupyter-widgets/jupyterlab-manager:plugin"]["saveState"] is True
+    assert "lab-settings/overrides.json" in (ROOT / "postBuild").read_text()
+    assert "lab-settings/overrides.json" in (ROOT / "Makefile").read_text()

@@ -249,6 +249,9 @@ def test_download_refuses_in_offline_mode(monkeypatch, tmp_path):
         V.download_taming_vqgan("vqgan_imagenet_f16_16384")
     with pytest.raises(ValueError, match="vqgan_imagenet_f16_1024"):
         V.download_taming_vqgan("f16_99")
+    monkeypatch.setenv("LESSONLIB_MODE", "pretrained")  # the mode passed in wins
+    with pytest.raises(FileNotFoundError, match="offline"):
+        V.download_taming_vqgan("vqgan_imagenet_f16_16384", mode="offline")
 
 
 def test_download_pins_the_checkpoint_by_sha256(monkeypatch, tmp_path):
