@@ -57,13 +57,17 @@ def evaluating(model):
         >>> m.training
         True
     """
+    # Switching modes walks every submodule: only do it when the model is training (it rarely is, and a
+    # text query's embedding is a few milliseconds).
     was_training = getattr(model, "training", False)
-    model.eval()
+    if was_training:
+        model.eval()
     try:
         with torch.no_grad():
             yield model
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
 
 
 # ------------------------------------------------------------------------------------------- texts
