@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from lessonlib.tokenizer import UnknownWordWarning
+
 # The normalisation of OpenAI's CLIP, used by open_clip's ViT-B-32 and by the course's tiny CLIPs.
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -137,9 +139,15 @@ def tokenize(tokenizer, texts: Sequence[str], model=None) -> torch.Tensor:
                 warned = True
     if not warned:
         return tokenizer(texts)
-    with warnings.catch_warnings():  # said once above; the tokenizer's own warning would repeat it
-        warnings.simplefilter("ignore")
-        return tokenizer(texts)
+    # Truncation was said once above; the tokenizer's own truncation warning would repeat it. Any other
+    # warning it gives (unknown words) is passed on.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tokens = tokenizer(texts)
+    for w in caught:
+        if issubclass(w.category, UnknownWordWarning):
+            warnings.warn(w.message, w.category, stacklevel=3)
+    return tokens
 
 
 def embed_texts(

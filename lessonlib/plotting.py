@@ -145,21 +145,43 @@ def show_hits(images, hits, query: str = "", ncols: int | None = None, size: flo
     """Search results as a gallery: one panel per hit titled with its rank, cosine score and name.
 
     Introduced in lesson 03_image_search. ``hits`` are objects with ``rank``, ``score`` and ``name``
-    (``lessonlib.search.Hit``), ``images`` their pictures in the same order. Returns the figure.
+    (``lessonlib.search.Hit``), ``images`` their pictures in the same order. Panels shrink so that the
+    figure is at most 10 inches wide; names are shown with spaces for ``_``, wrapped to the panel (at most 3 lines).
+    Returns the figure.
 
     Example:
         >>> fig = show_hits([index.image(h.position) for h in hits], hits, "a cat")  # doctest: +SKIP
     """
+    import textwrap
+
     hits = list(hits)
     if len(hits) == 0:
         raise ValueError("no hits to show: run index.search(...) first")
-    return show_gallery(
+    ncols = ncols or -(-len(hits) // -(-len(hits) // 6))  # at most 6 a row, rows evenly filled
+    size = min(size, 10.0 / ncols)
+    chars = max(10, int(size * 12))  # about what fits on one line at 9 pt
+
+    def caption(name: str) -> str:
+        words = Path(name).name if ("/" in name or os.sep in name) else name
+        lines = textwrap.wrap(words.replace("_", " "), chars) or [""]
+        return "\n".join(lines[:3]) + ("…" if len(lines) > 3 else "")
+
+    titles = [f"#{hit.rank}  cos {hit.score:.3f}\n{caption(hit.name)}" for hit in hits]
+    fig = show_gallery(
         images,
-        [f"#{hit.rank}  cos {hit.score:.3f}\n{short_name(hit.name)}" for hit in hits],
-        ncols=ncols or min(len(hits), 6),
+        titles,
+        ncols=ncols,
         size=size,
         suptitle=f"top {len(hits)} results for {query or 'the query'}",
     )
+    lines = max(title.count("\n") + 1 for title in titles)
+    nrows = -(-len(hits) // ncols)
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(
+        width, height + nrows * 0.15 * lines
+    )  # room for the titles above each image
+    fig.tight_layout()
+    return fig
 
 
 def plot_topk_bars(
@@ -195,9 +217,10 @@ def plot_topk_bars(
     k = max(1, min(int(k), len(class_names)))
     ncols = max(1, min(ncols, len(images)))
     nrows = -(-len(images) // ncols)
+    legend = true_labels is not None
     fig, axes = plt.subplots(
-        nrows, 2 * ncols, figsize=(6.2 * ncols, 1.9 * nrows + 0.5), squeeze=False,
-        gridspec_kw={"width_ratios": [1, 1.6] * ncols},
+        nrows, 2 * ncols, figsize=(min(10.0, 5.0 * ncols), 2.0 * nrows + 0.6 + 0.3 * legend),
+        squeeze=False, gridspec_kw={"width_ratios": [1, 2.2] * ncols},
     )  # fmt: skip
     for ax in axes.flat:
         ax.axis("off")
@@ -205,8 +228,8 @@ def plot_topk_bars(
         r, c = divmod(i, ncols)
         ax_img, ax_bar = axes[r, 2 * c], axes[r, 2 * c + 1]
         ax_img.imshow(img)
-        if true_labels is not None:
-            ax_img.set_title(f"true: {true_labels[i]}", fontsize=9)
+        if true_labels is not None:  # over the bars: over the picture it would hit their labels
+            ax_bar.set_title(f"true: {true_labels[i]}", fontsize=9, loc="left")
         order = np.argsort(-probs[i])[:k]
         labels = [class_names[j] for j in order]
         colours = [
@@ -220,10 +243,19 @@ def plot_topk_bars(
         ax_bar.invert_yaxis()
         ax_bar.set_xlim(0, 1)
         ax_bar.set_xlabel("probability")
+        ax_bar.tick_params(axis="x", labelsize=8)
         for s in ("top", "right"):
             ax_bar.spines[s].set_visible(False)
     fig.suptitle(title or f"Top-{k} zero-shot predictions")
-    fig.tight_layout()
+    if legend:  # the bar colours carry meaning: say which
+        from matplotlib.patches import Patch
+
+        handles = [
+            Patch(color="tab:green", label="true class"),
+            Patch(color="tab:blue", label="other class"),
+        ]
+        fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.07 if legend else 0, 1, 1))
     return fig
 
 
@@ -234,14 +266,18 @@ def plot_confusion(
     normalize: bool = True,
     title: str | None = None,
     annotate: bool | None = None,
+    rows: Sequence[int] | None = None,
 ):
     """Confusion matrix (rows: true class, columns: predicted class) as a heat-map.
 
     Introduced in lesson 02_zero_shot_classification. With ``normalize`` each row shows the share of
-    that class's images given each prediction, so the diagonal is per-class accuracy.
+    that class's images given each prediction, so the diagonal is per-class accuracy. ``rows`` keeps only
+    those true classes (e.g. the held-out ones: the other rows hold no images) and every predicted
+    column; each shown row's own class is outlined. Cells are annotated (non-zero ones) when at most
+    12 rows are shown, unless ``annotate`` says otherwise.
 
     Example:
-        >>> ax = plot_confusion(confusion_matrix(y, pred, 24), class_names())  # doctest: +SKIP
+        >>> ax = plot_confusion(confusion_matrix(y, pred, 24), class_names(), rows=[2, 7])  # doctest: +SKIP
     """
     plt = _plt()
     cm = _as_array(cm)
@@ -249,24 +285,43 @@ def plot_confusion(
     n = len(class_names)
     if cm.shape != (n, n):
         raise ValueError(f"confusion matrix has shape {cm.shape}, but there are {n} class names")
+    rows = list(range(n)) if rows is None else [int(r) for r in rows]
+    if not rows or not all(0 <= r < n for r in rows):
+        raise ValueError(f"rows {rows} must be class indices from 0 to {n - 1}")
     values = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
+    values = values[rows]
     if ax is None:
-        side = max(4.5, 0.32 * n + 2.5)
-        _, ax = plt.subplots(figsize=(side + 1, side))
+        width = min(10.0, max(5.5, 0.36 * n + 3.0))
+        cell = (width - 3.0) / n  # inches per cell: the labels take about 3 in
+        _, ax = plt.subplots(figsize=(width, min(width - 1, cell * len(rows) + 2.3)))
     im = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalize else None)
     ax.set_xticks(range(n), class_names, rotation=90, fontsize=8)
-    ax.set_yticks(range(n), class_names, fontsize=8)
+    ax.set_yticks(range(len(rows)), [class_names[r] for r in rows], fontsize=8)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(
         title
         or ("Confusion matrix (share of each true class)" if normalize else "Confusion matrix")
     )
-    if annotate if annotate is not None else n <= 12:
-        for y in range(n):
+    if len(rows) < n:  # the diagonal is gone: outline each row's own class instead
+        from matplotlib.patches import Rectangle
+
+        for y, r in enumerate(rows):
+            ax.add_patch(
+                Rectangle((r - 0.5, y - 0.5), 1, 1, fill=False, edgecolor="tab:orange", lw=2,
+                          label="the true class" if y == 0 else None)
+            )  # fmt: skip
+        ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    if annotate if annotate is not None else len(rows) <= 12:
+        for y in range(len(rows)):
             for x in range(n):
+                if values[y, x] == 0 and len(rows) < n:
+                    continue  # a sparse slice reads better with its zeros left blank
                 text = f"{values[y, x]:.2f}" if normalize else f"{int(values[y, x])}"
                 colour = "white" if values[y, x] > 0.6 * values.max() else "black"
-                ax.text(x, y, text, ha="center", va="center", fontsize=7, color=colour)
-    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share" if normalize else "count")
+                ax.text(x, y, text, ha="center", va="center", fontsize=8, color=colour)
+    from mpl_toolkits.axes_grid1 import make_axes_locatable
+
+    cax = make_axes_locatable(ax).append_axes("right", size=0.15, pad=0.1)  # as tall as the matrix
+    ax.figure.colorbar(im, cax=cax, label="share" if normalize else "count")
     return ax

@@ -5,6 +5,9 @@ Introduced in lesson 01_clip_concepts.
 Real CLIP models cut text into ~49,000 byte-pair pieces; the embedding table for that vocabulary alone
 would be bigger than the whole tiny model. Shapes World needs a few dozen words, so the tiny CLIP reads
 whole words: lower-cased, punctuation dropped, one id per known word, ``<unk>`` for anything else.
+Because "a crimson circle" would otherwise quietly read as "a <unk> circle", a call that meets unknown
+words says so once, with an ``UnknownWordWarning`` that names them (words of any script count: Urdu
+words are unknown words too, not silently dropped).
 
 Like open_clip's tokenizers, ``tokenizer(texts)`` returns a ``LongTensor`` of shape
 ``(len(texts), context_length)``: ``<sot> word ... <eot> <pad> ...``. The text tower pools the features
@@ -18,7 +21,10 @@ Example:
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+import unicodedata
 import warnings
 from collections.abc import Iterable, Sequence
 
@@ -46,7 +52,51 @@ DEFAULT_WORDS: tuple[str, ...] = (
 DEFAULT_ALIASES: dict[str, str] = {"an": "a"}
 DEFAULT_CONTEXT_LENGTH = 32
 
-_WORD = re.compile(r"[a-z0-9<>]+")
+# A word: ASCII letters and digits (and <> for the special tokens), or letters, marks and digits of any
+# other script (so that Urdu words are words, unknown ones, rather than nothing at all).
+_WORD = re.compile(r"(?:[a-z0-9<>]|[^\x00-\x7f])+")
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# Words the warning shows as examples of what the tiny model knows (those in its vocabulary).
+_EXAMPLE_WORDS = ("red", "green", "blue", "circle", "square", "triangle", "small", "large", "top")
+_MAX_NAMED = 8  # unknown words named in one warning; more are counted
+
+
+class UnknownWordWarning(UserWarning):
+    """A text holds words the tokenizer does not know; they were read as ``<unk>``.
+
+    Introduced in lesson 02_zero_shot_classification. Silence it on purpose with
+    ``warnings.filterwarnings("ignore", category=UnknownWordWarning)``.
+    """
+
+
+# Where Jupyter keeps a cell's code: ipykernel writes /tmp/ipykernel_<pid>/<hash>.py, plain IPython
+# names it <ipython-input-N-hash>. Neither means anything to a student, so a warning from a cell says
+# "<cell>" (the same rule as lessonlib/search/_warn.py).
+_CELL_FILE = re.compile(r"(ipykernel_\d+[/\\]\d+\.py$)|(^<ipython-input-)")
+
+
+def _warn_caller(message: str, category: type[Warning] = UserWarning) -> None:
+    """Warn, pointing at the first caller outside lessonlib (the student's line).
+
+    A student's ``ZeroShotClassifier(model, tokenizer, ["crimson circle"])`` reaches the tokenizer four
+    calls deeper; the warning should stand under the student's line, not under lessonlib's.
+    """
+    frame, level = sys._getframe(1), 2  # the function that warns is stacklevel 2 seen from here
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    if frame is None:
+        warnings.warn(message, category, stacklevel=2)
+    elif _CELL_FILE.search(frame.f_code.co_filename):
+        warnings.warn_explicit(
+            message,
+            category,
+            filename="<cell>",
+            lineno=frame.f_lineno,
+            module=frame.f_globals.get("__name__", "__main__"),
+            registry=frame.f_globals.setdefault("__warningregistry__", {}),
+        )
+    else:
+        warnings.warn(message, category, stacklevel=level)
 
 
 class WordTokenizer:
@@ -110,7 +160,12 @@ class WordTokenizer:
         """Lower-case words of ``text``, punctuation dropped."""
         if not isinstance(text, str):
             raise TypeError(f"texts must be strings, got {type(text).__name__}: {text!r}")
-        return _WORD.findall(text.lower())
+        text = text.lower()
+        if not text.isascii():  # punctuation and symbols of other scripts (، ۔ ’ …) separate words
+            text = "".join(
+                c if c.isascii() or unicodedata.category(c)[0] in "LMN" else " " for c in text
+            )
+        return _WORD.findall(text)
 
     def encode(self, text: str) -> list[int]:
         """Ids of the words of ``text`` (no special tokens, no truncation)."""
@@ -154,21 +209,51 @@ class WordTokenizer:
         if not isinstance(length, int) or length < 3:
             raise ValueError(f"context_length must be an integer >= 3, got {length!r}")
         out = torch.full((len(texts), length), PAD_ID, dtype=torch.long)
-        truncated = []
+        truncated, unknown, texts_with_unknown = [], [], []
         for row, text in enumerate(texts):
-            ids = [SOT_ID, *self.encode(text)]
+            words = self.split(text)
+            ids = [SOT_ID, *(self.id(w) for w in words)]
+            new = [w for w in words if self.id(w) == UNK_ID and w != UNK]
+            if new:
+                texts_with_unknown.append(text)
+                unknown.extend(w for w in dict.fromkeys(new) if w not in unknown)
             if len(ids) > length - 1:
                 truncated.append(text)
                 ids = ids[: length - 1]
             ids.append(EOT_ID)
             out[row, : len(ids)] = torch.tensor(ids)
+        if unknown:  # once per call, however many texts (a prompt ensemble is one call)
+            _warn_caller(
+                self._unknown_message(unknown, texts_with_unknown, len(texts)), UnknownWordWarning
+            )
         if truncated:
-            warnings.warn(
+            _warn_caller(
                 f"{len(truncated)} text(s) longer than context_length={length} tokens were truncated, "
-                f"e.g. {truncated[0]!r}: use shorter prompts",
-                stacklevel=2,
+                f"e.g. {truncated[0]!r}: use shorter prompts"
             )
         return out
+
+    def _unknown_message(self, unknown: list[str], texts: list[str], n_texts: int) -> str:
+        named = ", ".join(repr(w) for w in unknown[:_MAX_NAMED])
+        if len(unknown) > _MAX_NAMED:
+            named += f" and {len(unknown) - _MAX_NAMED} more"
+        where = (
+            f"in {texts[0]!r}"
+            if n_texts == 1
+            else f"in {len(texts):,} of {n_texts:,} texts, e.g. {texts[0]!r}"
+        )
+        examples = [w for w in _EXAMPLE_WORDS if w in self.vocab] or list(self.words[:8])
+        english = (
+            " It reads English only (the words of Shapes World captions)."
+            if any(not w.isascii() for w in unknown)
+            else ""
+        )
+        return (
+            f"unknown word{'s' if len(unknown) > 1 else ''} {named} {where}: the tiny model reads "
+            f"{'them' if len(unknown) > 1 else 'it'} as <unk>, one token for every word it does not "
+            f"know.{english} It knows {len(self.words)} words, e.g. {', '.join(examples)}: "
+            "see the tokenizer's .words"
+        )
 
     def config(self) -> dict:
         """JSON-ready settings; ``WordTokenizer(**tok.config())`` rebuilds the same tokenizer."""

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import html
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:  # for the annotations only: importing widgets stays cheap
 def parse_labels(text: str) -> list[str]:
     """Comma-separated labels as typed by a student: ``"cat, dog,,person "`` -> ``['cat', 'dog', 'person']``.
 
-    Introduced in lesson 02_zero_shot_classification.
+    Introduced in lesson 02_zero_shot_classification. The Urdu comma ``،`` separates labels too.
 
     Example:
         >>> parse_labels("cat, dog,,person ")
@@ -33,7 +34,7 @@ def parse_labels(text: str) -> list[str]:
     """
     if not isinstance(text, str):
         raise TypeError(f"labels must be typed as text, got {type(text).__name__}")
-    return [part.strip() for part in text.split(",") if part.strip()]
+    return [part.strip() for part in text.replace("،", ",").split(",") if part.strip()]
 
 
 class LabelBox:
@@ -42,9 +43,11 @@ class LabelBox:
     Introduced in lesson 02_zero_shot_classification.
 
     ``classify(labels) -> probs`` is any function that maps a list of labels to a ``[N, len(labels)]``
-    probability array for the box's N images (e.g. a ``ZeroShotClassifier`` built on the fly). Bad input
-    (an empty list, a duplicate label, a template without ``{}``) is shown in the box as the error text,
-    not raised, so a student can fix it and try again.
+    probability array for the box's N images (e.g. a ``ZeroShotClassifier`` built on the fly). The box
+    opens with the chart for ``initial``. Bad input (an empty list, a duplicate label, a template without
+    ``{}``) is shown in the box as the error text, not raised, so a student can fix it and try again;
+    warnings (e.g. a word the tiny tokenizer does not know) are shown under the box too. What the box
+    shows is always for the labels in its text field: ``update(text)`` writes ``text`` there.
 
     Example:
         >>> box = LabelBox(images, classify, "cat, dog")  # doctest: +SKIP
@@ -72,6 +75,9 @@ class LabelBox:
         self.labels: list[str] = []
         self.probs = None
         self.error: str | None = None
+        self.warning: str | None = None  # what classify() warned about, e.g. unknown words
+        self.shown: list[str] | None = None  # the labels of the chart on screen (None: no chart)
+        self._syncing = False
         self.text = widgets.Text(
             value=initial,
             description="labels:",
@@ -86,9 +92,13 @@ class LabelBox:
             [widgets.HBox([self.text, self.button]), self.message, self.output]
         )
         self.button.on_click(lambda _: self.update(self.text.value))
-        self.text.observe(lambda change: self.update(change["new"]), names="value")
-        if initial:
-            self.update(initial, draw=False)
+        self.text.observe(self._typed, names="value")
+        if initial:  # the box opens with an answer, not with an empty space
+            self.update(initial)
+
+    def _typed(self, change) -> None:
+        if not self._syncing:  # update() writing its text into the field is not typing
+            self.update(change["new"])
 
     def update(self, text: str, draw: bool = True):
         """Classify with the labels in ``text``; returns the probabilities (or None after an error).
@@ -101,20 +111,40 @@ class LabelBox:
         """
         import numpy as np
 
+        if isinstance(text, str) and text != self.text.value:  # show the labels the numbers are for
+            self._syncing = True
+            try:
+                self.text.value = text
+            finally:
+                self._syncing = False
         try:
             labels = parse_labels(text)
-            probs = self.classify(labels)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                probs = self.classify(labels)
             probs = probs.detach().cpu().numpy() if hasattr(probs, "detach") else np.asarray(probs)
         except (ValueError, TypeError) as err:
-            self.error, self.probs = str(err), None
+            self.error, self.probs, self.warning = str(err), None, None
             self.message.value = f"<span style='color:#b00'>&#9888; {html.escape(str(err))}</span>"
+            self._clear()  # an old chart under a new error would answer labels no longer typed
             return None
+        notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
         self.error, self.labels, self.probs = None, labels, probs
-        best = [labels[i] for i in probs.argmax(axis=1)]
-        self.message.value = "best label per image: " + ", ".join(best)
+        self.warning = " ".join(dict.fromkeys(notes)) or None
+        best = [f"{labels[j]} ({probs[i, j]:.2f})" for i, j in enumerate(probs.argmax(axis=1))]
+        message = html.escape("best label per image: " + ", ".join(best))
+        if self.warning:
+            message += f"<br><span style='color:#a50'>&#9888; {html.escape(self.warning)}</span>"
+        self.message.value = message
         if draw:
             self._draw()
+        else:
+            self._clear()
         return probs
+
+    def _clear(self) -> None:
+        self.output.clear_output()
+        self.shown = None
 
     def _draw(self) -> None:
         import matplotlib.pyplot as plt
@@ -133,6 +163,7 @@ class LabelBox:
             )
             display(fig)
             plt.close(fig)
+        self.shown = list(self.labels)
 
     def _ipython_display_(self):  # so that a bare `box` in a cell shows the widget
         from IPython.display import display
@@ -143,9 +174,10 @@ class LabelBox:
 def search_box(index: ImageIndex, k: int = 8, value: str = "", thumb: int = 96):
     """A text box with a live result gallery under it (ipywidgets): type a query, see the top ``k``.
 
-    Introduced in lesson 03_image_search. Returns a ``VBox(text, gallery)``; ``box.hits`` holds the
-    latest results (so a test or a later cell can read them). A query the index refuses (e.g. an empty
-    one) shows the error text instead of the gallery.
+    Introduced in lesson 03_image_search. Returns a ``VBox(text, gallery)`` that already shows the
+    results for ``value`` (so a lesson run top to bottom shows a filled gallery), and updates them as
+    you type. ``box.hits`` holds the latest results (so a test or a later cell can read them). A query
+    the index refuses (e.g. an empty one) shows the error text instead of the gallery.
 
     Example:
         >>> box = search_box(index, k=6)  # doctest: +SKIP
@@ -176,7 +208,10 @@ def search_box(index: ImageIndex, k: int = 8, value: str = "", thumb: int = 96):
             box.hits = []
             gallery.value = f"<i>{html.escape(str(err))}</i>"
             return
-        gallery.value = _gallery_html(index, box.hits, thumb)
+        gallery.value = (
+            f"<div style='font-size:12px'>top {len(box.hits)} results for "
+            f"<b>{html.escape(query)}</b></div>" + _gallery_html(index, box.hits, thumb)
+        )
 
     text.observe(update, names="value")
     update()
@@ -204,7 +239,8 @@ def _gallery_html(index: ImageIndex, hits: Sequence[Hit], thumb: int) -> str:
         cells.append(
             f'<figure style="display:inline-block;margin:4px;text-align:center">'
             f'<img src="data:image/png;base64,{data}" width="{thumb}"/>'
-            f'<figcaption style="font-size:10px">#{hit.rank} {hit.score:.3f}<br/>'
-            f"{html.escape(short_name(hit.name))}</figcaption></figure>"
+            f'<figcaption style="font-size:10px;width:{thumb}px;overflow-wrap:anywhere">'
+            f"#{hit.rank} cos {hit.score:.3f}<br/>"
+            f"{html.escape(short_name(hit.name, width=48).replace('_', ' '))}</figcaption></figure>"
         )
     return "".join(cells)

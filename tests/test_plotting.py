@@ -76,6 +76,22 @@ def test_confusion():
         plotting.plot_confusion(cm, ["a", "b", "c"])
 
 
+def test_confusion_rows_keep_the_classes_with_images():
+    cm = np.zeros((4, 4), dtype=int)
+    cm[1] = [0, 6, 3, 1]
+    cm[3] = [0, 0, 2, 8]
+    ax = plotting.plot_confusion(cm, ["a", "b", "c", "d"], rows=[1, 3])
+    assert np.allclose(ax.images[0].get_array(), [[0, 0.6, 0.3, 0.1], [0, 0, 0.2, 0.8]])
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["b", "d"]
+    assert len(ax.get_xticklabels()) == 4  # every predicted class keeps its column
+    assert [t.get_text() for t in ax.texts] == ["0.60", "0.30", "0.10", "0.20", "0.80"]  # no zeros
+    outlined = [(p.get_x(), p.get_y()) for p in ax.patches]
+    assert outlined == [(0.5, -0.5), (2.5, 0.5)]  # each row's own class
+    assert ax.figure.axes[-1].get_ylabel() == "share"  # the colourbar
+    with pytest.raises(ValueError, match="rows \\[5\\] must be class indices from 0 to 3"):
+        plotting.plot_confusion(cm, ["a", "b", "c", "d"], rows=[5])
+
+
 def test_search_hits_gallery(images):
     from lessonlib.search import Hit
 
@@ -115,14 +131,34 @@ def test_label_box_updates_and_shows_errors(images):
 
     box = widgets.LabelBox(images, classify, initial="cat, dog")
     assert box.labels == ["cat", "dog"] and box.probs.shape == (3, 2)
-    assert "best label per image: cat, cat, cat" in box.message.value
+    assert box.shown == ["cat", "dog"]  # the box opens with its chart drawn
+    assert "best label per image: cat (0.50), cat (0.50), cat (0.50)" in box.message.value
     box.text.value = "sun, moon, star"  # what typing does
     assert box.labels == ["sun", "moon", "star"] and box.error is None
+    assert box.shown == ["sun", "moon", "star"]
     assert box.update("cat, cat") is None
     assert "duplicate labels 'cat'" in box.error and "duplicate" in box.message.value
+    assert box.text.value == "cat, cat" and box.shown is None  # no chart answers other labels
     assert box.update("") is None and "empty" in box.error
     assert box.update("<b>cat</b>, <b>cat</b>") is None  # the error text is shown as text, not HTML
     assert (
         "<b>" in box.error and "<b>" not in box.message.value and "&lt;b&gt;" in box.message.value
     )
     assert box.labels == ["sun", "moon", "star"]  # an error keeps the last good answer's labels
+    assert widgets.parse_labels("بلی، کتا") == ["بلی", "کتا"]  # the Urdu comma separates too
+
+
+def test_label_box_shows_what_classify_warns_about(images):
+    import warnings
+
+    def classify(labels):
+        warnings.warn(f"unknown word {labels[0]!r}", UserWarning, stacklevel=2)
+        return np.full((len(images), len(labels)), 1.0 / len(labels))
+
+    box = widgets.LabelBox(images, classify)
+    assert box.shown is None and box.probs is None  # no initial labels: nothing to show yet
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # shown in the box, not raised or printed
+        box.update("crimson, blue", draw=False)
+    assert box.warning == "unknown word 'crimson'" and "unknown word" in box.message.value
+    assert box.text.value == "crimson, blue"  # the field shows the labels the numbers are for

@@ -272,7 +272,11 @@ def test_duplicate_images_are_embedded_once(counting):
     index = ImageIndex(model, preprocess, tok, cache=None)
     report = index.add(images + [images[0].copy()], progress=False)
     assert (report.added, report.embedded, model.images_seen) == (4, 3, 3)
+    assert (report.from_cache, report.duplicates) == (0, 1)  # a twin is not "from the cache"
+    assert "1 duplicate (same content as another image here" in str(report)
     torch.testing.assert_close(index.embeddings[0], index.embeddings[3])
+    again = index.add(images + [images[0].copy()], progress=False)
+    assert (again.embedded, again.from_cache, again.duplicates) == (0, 4, 0)
 
 
 def test_real_open_clip_architecture_with_random_weights(tmp_path):
@@ -319,7 +323,7 @@ def test_unreadable_files_are_skipped_and_listed(clip, tmp_path):
     good = (folder / "img000.png").read_bytes()
     (folder / "truncated.png").write_bytes(good[: len(good) // 2])
     index = ImageIndex(model, preprocess, tok, cache=tmp_path / "c.safetensors")
-    with pytest.warns(UserWarning, match="skipped 2 image"):
+    with pytest.warns(UserWarning, match="skipped 2 entries of folder 'photos': 2 image"):
         report = index.add_folder(folder, progress=False)
     assert report.added == 3 and len(index) == 3
     skipped = sorted(name for name, _ in report.skipped)
@@ -328,6 +332,71 @@ def test_unreadable_files_are_skipped_and_listed(clip, tmp_path):
     with pytest.warns(UserWarning, match="does not exist"):
         report = index.add([tmp_path / "missing.png"], progress=False)
     assert report.added == 0 and len(index) == 3
+
+
+def test_folder_entries_that_are_not_images_are_reported(clip, tmp_path):
+    """Nothing in a folder is dropped silently: an .svg, a sub-folder named like an image, a text file
+    and a broken PNG are each listed with a reason, named in one warning, and the good images added."""
+    model, preprocess, tok = clip
+    folder = tmp_path / "photos"
+    write_images(folder, random_images(3))
+    (folder / "svg.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+    (folder / "a_folder.jpg").mkdir()
+    write_images(folder / "a_folder.jpg", random_images(1, seed=7), prefix="inside")
+    (folder / "notes.txt").write_text("not a picture")
+    (folder / "broken.png").write_bytes(b"this is not a png")
+    (folder / ".DS_Store").write_bytes(b"\0")  # hidden: left out quietly
+    index = ImageIndex(model, preprocess, tok, cache=None)
+    with pytest.warns(UserWarning) as caught:
+        report = index.add_folder(folder, progress=False)
+    assert report.added == 3 and len(index) == 3
+    reasons = {name.rsplit("/", 1)[-1]: reason for name, reason in report.skipped}
+    assert sorted(reasons) == ["a_folder.jpg", "broken.png", "notes.txt", "svg.svg"]
+    assert "recursive=True" in reasons["a_folder.jpg"]
+    assert "convert it to .png" in reasons["svg.svg"]
+    assert "'.txt' is not one of" in reasons["notes.txt"]
+    assert "not an image PIL can read" in reasons["broken.png"]
+    [message] = [str(w.message) for w in caught if "skipped" in str(w.message)]
+    assert message.startswith("skipped 4 entries of folder 'photos'")
+    for name in ("svg.svg", "a_folder.jpg", "notes.txt", "broken.png", "recursive=True", ".png"):
+        assert name in message, (name, message)
+    assert str(tmp_path) not in message  # names only: the same on every machine
+    assert "4 skipped" in str(report) and "svg.svg" in str(report)
+
+    # recursive=True indexes the sub-folder's image instead of reporting the folder.
+    deep = ImageIndex(model, preprocess, tok, cache=None)
+    with pytest.warns(UserWarning, match="skipped 3 entries"):
+        report = deep.add_folder(folder, recursive=True, progress=False)
+    assert report.added == 4
+    assert sorted(n.rsplit("/", 1)[-1] for n, _ in report.skipped) == [
+        "broken.png",
+        "notes.txt",
+        "svg.svg",
+    ]
+
+    # A folder with only good images (and hidden files) reports nothing.
+    clean = tmp_path / "clean"
+    write_images(clean, random_images(2))
+    (clean / ".DS_Store").write_bytes(b"\0")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = ImageIndex(model, preprocess, tok, cache=None).add_folder(clean, progress=False)
+    assert report.skipped == [] and report.added == 2
+    assert not [w for w in caught if "skipped" in str(w.message)]
+
+
+def test_warning_from_a_notebook_cell_names_no_machine_path(clip, tmp_path):
+    """In Jupyter a cell's code lives in /tmp/ipykernel_<pid>/<hash>.py: the warning says <cell>."""
+    model, preprocess, tok = clip
+    index = ImageIndex(model, preprocess, tok, cache=None)
+    cell = "index.add([missing], progress=False)"
+    code = compile(cell, f"{tmp_path}/ipykernel_1234/5678.py", "exec")
+    with pytest.warns(UserWarning, match="does not exist") as caught:
+        exec(code, {"index": index, "missing": tmp_path / "missing.png"})
+    assert caught[0].filename == "<cell>" and caught[0].lineno == 1
+    with pytest.warns(UserWarning) as caught:  # from a script or a test: the caller's own file
+        index.add([tmp_path / "missing.png"], progress=False)
+    assert caught[0].filename == __file__
 
 
 def test_cache_from_another_model_is_rebuilt(clip, tmp_path):
@@ -510,6 +579,13 @@ def test_search_box_updates_live(clip):
     model, preprocess, tok = clip
     index = ImageIndex(model, preprocess, tok, cache=None)
     index.add(random_images(8), names=[f"pic{i}" for i in range(8)], progress=False)
+    started = search_box(index, k=3, value="a red circle")  # filled before anyone types
+    assert [h.position for h in started.hits] == [
+        h.position for h in index.search("a red circle", k=3)
+    ]
+    assert (
+        started.children[1].value.count("<img") == 3 and "a red circle" in started.children[1].value
+    )
     box = search_box(index, k=3)
     text, gallery = box.children
     assert box.hits == [] and "type a few words" in gallery.value

@@ -10,6 +10,7 @@ The idea of the lesson fits in two lines: embed every image once, then a query i
 ``ImageIndex`` adds the plumbing that makes this usable on a real photo folder, one module per idea:
 
 * ``index``: ``ImageIndex``: add images, query, show results (``results``: ``Hit``, ``AddReport``);
+* ``folders``: what a folder holds: the image files to index and every other entry, with the reason;
 * ``batches``: what the cache lacks is embedded in batches through ``lessonlib.embed`` (the path lesson
   02 uses too), behind a progress bar;
 * ``cache``: embeddings on disk, keyed by the model (a hash of its weights and preprocessing) and by each
@@ -39,6 +40,7 @@ from lessonlib.search.cache import (
     image_digest,
     model_fingerprint,
 )
+from lessonlib.search.folders import list_folder
 from lessonlib.search.index import ImageIndex
 from lessonlib.search.preprocess import split_preprocess
 from lessonlib.search.query import parse_query
@@ -54,6 +56,7 @@ __all__ = [
     "ImageIndex",
     "build_faiss_index",
     "exact_search",
+    "list_folder",
     "file_digest",
     "image_digest",
     "model_fingerprint",

@@ -192,7 +192,7 @@ class EmbeddingCache:
                 if meta.get("format") != CACHE_FORMAT:
                     if meta.get("format", "").startswith("lessonlib-image-index/"):
                         self.message = (
-                            f"cache '{path}' has format {meta['format']!r}, this lessonlib writes "
+                            f"cache file '{path.name}' has format {meta['format']!r}, this lessonlib writes "
                             f"{CACHE_FORMAT!r}: rebuilding it"
                         )
                         warn_user(self.message)
@@ -205,7 +205,7 @@ class EmbeddingCache:
         if meta.get("model_key") != self.model_key:
             other = meta.get("model_name") or "another model"
             self.message = (
-                f"cache '{path}' was written by {other} (key {meta.get('model_key', '?')[:12]}), not by "
+                f"cache file '{path.name}' was written by {other} (key {meta.get('model_key', '?')[:12]}), not by "
                 f"this model{f' {self.model_name}' if self.model_name else ''} (key {self.model_key[:12]}): "
                 "rebuilding it, every image will be embedded again"
             )

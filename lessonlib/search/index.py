@@ -28,11 +28,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from lessonlib import embed
-from lessonlib.images import IMAGE_SUFFIXES, ImageLoadError, list_image_files, load_image
+from lessonlib.images import IMAGE_SUFFIXES, ImageLoadError, load_image
 from lessonlib.search._warn import warn_user
 from lessonlib.search.backends import FAISS_KINDS, build_faiss_index, exact_search
 from lessonlib.search.batches import embed_missing
 from lessonlib.search.cache import EmbeddingCache, content_key, model_fingerprint
+from lessonlib.search.folders import list_folder
 from lessonlib.search.preprocess import split_preprocess
 from lessonlib.search.query import (
     as_vector,
@@ -42,7 +43,7 @@ from lessonlib.search.query import (
     parse_query,
     weighted_sum,
 )
-from lessonlib.search.results import AddReport, Hit
+from lessonlib.search.results import AddReport, Hit, skipped_message
 
 
 class ImageIndex:
@@ -143,10 +144,15 @@ class ImageIndex:
 
         Introduced in lesson 03_image_search.
 
+        Nothing is dropped silently: an entry that is not an image file (another ending such as
+        ``.svg`` or ``.txt``, or a sub-folder when ``recursive=False``) is listed in ``report.skipped``
+        with the reason and what would work, and named in the same warning as the images that could not
+        be read. Hidden entries (names starting with ``.``, such as ``.DS_Store``) are left out quietly.
+
         Example:
             >>> index.add_folder("photos/")  # doctest: +SKIP
         """
-        files = list_image_files(folder, recursive=recursive)
+        files, not_images = list_folder(folder, recursive=recursive)
         if not files:
             others = sorted(p.name for p in Path(folder).expanduser().iterdir())[:5]
             found = f" (it holds {', '.join(others)}...)" if others else " (it is empty)"
@@ -154,7 +160,7 @@ class ImageIndex:
                 f"folder '{folder}' holds no image files{found}: put {', '.join(IMAGE_SUFFIXES)} "
                 "files there, or pass recursive=True if they are in sub-folders"
             )
-        return self.add(files, progress=progress)
+        return self._add(files, None, progress, not_images, Path(folder).expanduser())
 
     def add(
         self, images: Iterable, names: Sequence[str] | None = None, *, progress: bool = True
@@ -163,17 +169,17 @@ class ImageIndex:
 
         Introduced in lesson 03_image_search.
 
-        Images whose content is already in the cache are not embedded again. Images that cannot be read
-        are skipped and listed in ``report.skipped`` (with a warning), the others are added. If the run
-        stops with an error or Ctrl-C, the embeddings computed so far are saved in the cache, so the next
-        run continues where this one stopped (the index itself is unchanged).
+        Images whose content is already in the cache are not embedded again, and images with the same
+        content as another one in the same call are embedded once (``report.duplicates``). Images that
+        cannot be read are skipped and listed in ``report.skipped`` (with a warning), the others are
+        added. If the run stops with an error or Ctrl-C, the embeddings computed so far are saved in the
+        cache, so the next run continues where this one stopped (the index itself is unchanged).
 
         Example:
             >>> report = index.add(["cat.jpg", "dog.jpg"])  # doctest: +SKIP
             >>> print(report)                              # doctest: +SKIP
             added 2 images: 2 embedded now, 0 from the cache, 0 skipped (0.3 s)
         """
-        start = time.perf_counter()
         if isinstance(images, (str, os.PathLike)):
             if Path(images).expanduser().is_dir():
                 return self.add_folder(images, progress=progress)
@@ -187,12 +193,25 @@ class ImageIndex:
                 raise ValueError(
                     f"got {len(images)} images but {len(names)} names: give one name each"
                 )
+        return self._add(images, names, progress)
+
+    def _add(
+        self,
+        images: list,
+        names: list[str] | None,
+        progress: bool,
+        not_images: list[tuple[str, str]] = (),
+        folder: Path | None = None,
+    ) -> AddReport:
+        """``add`` after its arguments are checked; ``not_images`` are a folder's other entries."""
+        start = time.perf_counter()
         report = AddReport()
 
         # 1. Key every image by its content (files: bytes on disk; in-memory images: pixels).
         from tqdm.auto import tqdm
 
         items: list[tuple[str, object, bytes]] = []  # (name, source, digest)
+        unreadable: list[tuple[str, str]] = []
         hashing = tqdm(
             images,
             desc="reading files",
@@ -205,12 +224,15 @@ class ImageIndex:
             try:
                 items.append((name, *content_key(source)))
             except (ImageLoadError, OSError, TypeError) as err:
-                report.skipped.append((name, str(err)))
+                unreadable.append((name, str(err)))
 
         # 2. Embed what the cache does not hold yet, in batches; save the cache as we go.
         todo: dict[bytes, tuple[str, object]] = {}
+        cached = 0
         for (name, source, digest), row in zip(items, self.cache.rows([d for *_, d in items])):
-            if row is None and digest not in todo:
+            if row is not None:
+                cached += 1
+            elif digest not in todo:
                 todo[digest] = (name, source)
         split = (self._per_image, self._per_batch)
         try:
@@ -225,8 +247,15 @@ class ImageIndex:
             )
         finally:
             self.cache.save()
-        report.skipped += [(name, reason) for name, _, reason in failures]
         failed = {digest for _, digest, _ in failures}
+        unreadable += [(name, reason) for name, _, reason in failures]
+        # A duplicate of an image that failed to read fails too: list it under its own name.
+        named = {name for name, _ in unreadable}
+        unreadable += [
+            (name, "same content as an image that could not be read")
+            for name, _, digest in items
+            if digest in failed and name not in named
+        ]
 
         # 3. Append everything that has an embedding now, in the order given.
         kept = [it for it in items if it[2] not in failed]
@@ -236,15 +265,12 @@ class ImageIndex:
             kept_names, kept_sources, kept_digests = (list(column) for column in zip(*kept))
             self._append(new, kept_names, kept_sources, kept_digests)
         report.added = len(kept)
-        report.from_cache = len(kept) - report.embedded
+        report.from_cache = cached
+        report.duplicates = report.added - report.embedded - cached
+        report.skipped = list(not_images) + unreadable
         report.seconds = time.perf_counter() - start
         if report.skipped:
-            listed = "; ".join(f"{n}: {r}" for n, r in report.skipped[:3])
-            more = f" (and {len(report.skipped) - 3} more)" if len(report.skipped) > 3 else ""
-            warn_user(
-                f"skipped {len(report.skipped)} image(s) that could not be read: {listed}{more}. "
-                "The others were added; see report.skipped for the full list.",
-            )
+            warn_user(skipped_message(report, unreadable, list(not_images), folder))
         self.last_report = report
         return report
 
