@@ -390,6 +390,7 @@ class LivePlot:
         self.interactive = _in_notebook()
         self.active = self.interactive or headless_ok
         self.fig = None
+        self._image = None  # the heat-map, drawn on the first call
         self._handle = None
         self.diagonal: list[tuple[int, float]] = []
 
@@ -408,9 +409,19 @@ class LivePlot:
         import matplotlib.pyplot as plt
 
         if self.fig is None:
-            self.fig, self.axes = plt.subplots(1, 2, figsize=(10, 4))
+            self.fig, self.axes = plt.subplots(1, 2, figsize=(10, 4.5))
             if self.interactive:
                 plt.close(self.fig)  # we show it ourselves, once per update
+            ax_sim = self.axes[1]
+            # Drawn once, then only its data changes: the colourbar keeps one fixed scale (-1 to 1).
+            self._image = ax_sim.imshow(sim.numpy(), vmin=-1, vmax=1, cmap="RdBu_r")
+            self.fig.colorbar(self._image, ax=ax_sim, label="cosine similarity")
+            ax_sim.set_xlabel("caption")
+            ax_sim.set_ylabel("image of")
+            ax_sim.set_xticks(range(len(self.texts)))
+            ax_sim.set_xticklabels(self.texts, rotation=90, fontsize=8)
+            ax_sim.set_yticks(range(len(self.texts)))
+            ax_sim.set_yticklabels(self.texts, fontsize=8)
         ax_loss, ax_sim = self.axes
         ax_loss.clear()
         ax_loss.plot(history.loss, color="0.75", label="per batch")
@@ -424,14 +435,8 @@ class LivePlot:
         ax_loss.set_xlabel("step")
         ax_loss.set_ylabel("loss")
         ax_loss.legend(loc="upper right")
-        ax_sim.clear()
-        ax_sim.imshow(sim.numpy(), vmin=-1, vmax=1, cmap="RdBu_r")
+        self._image.set_data(sim.numpy())
         ax_sim.set_title(f"probe batch similarity (diagonal hits {self.diagonal[-1][1]:.0%})")
-        ax_sim.set_xlabel("caption")
-        ax_sim.set_ylabel("image")
-        ax_sim.set_yticks(range(len(self.texts)))
-        ax_sim.set_xticks(range(len(self.texts)))
-        ax_sim.set_xticklabels(self.texts, rotation=90, fontsize=7)
         self.fig.tight_layout()
         if self.interactive:  # redraw in place; the progress bar above it stays
             from IPython.display import display
