@@ -19,8 +19,11 @@ Memory stays bounded however many crops are asked for: the image is decoded once
 through CLIP in chunks whose gradients accumulate in the image, and only then does one backward pass
 run through the decoder (``image.backward(leaf.grad)``).
 
-Elsewhere, so that this file stays the loop: prompts, cutouts, ``ink_penalty`` and ``check_size`` in
-``lessonlib.generate_parts``; the critics (a CLIP, ``CLIPEnsemble``, ``ImageGuide``) in
+Two settings switch a trick off, to see what it is for: ``distance="cosine"`` (``1 - cosine`` instead of
+step 4's spherical distance) and ``straight_through=False`` (decode ``z`` itself, never snapped).
+
+Elsewhere, so that this file stays the loop: prompts, cutouts, ``ink_penalty``, ``cosine_distance`` and
+the size and init-code checks in ``lessonlib.generate_parts``; the critics (a CLIP, ``CLIPEnsemble``, ``ImageGuide``) in
 ``lessonlib.critics``; the optional speed paths (bfloat16, the fast ViT, decoder checkpointing) in
 ``lessonlib.speed``.
 
@@ -50,7 +53,9 @@ from lessonlib.embed import clip_input_spec, pixels_to_clip_input
 from lessonlib.generate_parts import (  # noqa: F401 - the loop's parts, importable from here too
     Cutouts,
     Prompt,
+    check_init_codes,
     check_size,
+    cosine_distance,
     ink_penalty,
     parse_prompts,
 )
@@ -135,6 +140,10 @@ class GenerateConfig:
         cutouts: a ``Cutouts`` with other augmentation settings (its ``cut_size`` must be CLIP's).
         image_loss: an extra loss on the whole image (1, 3, H, W) in [0, 1], added to CLIP's, e.g.
             ``ink_penalty(1.0)``, a prior for "one object on a black background".
+        distance: the loss between crop and prompt embeddings: ``"spherical"`` (step 4) or
+            ``"cosine"`` (``1 - cosine``, lesson 04's exercise 3).
+        straight_through: ``True`` snaps ``z`` to the codebook with a straight-through gradient
+            (step 1); ``False`` decodes ``z`` as it is, never snapped (lesson 04's exercise 4).
         seed: fixes the initial codes, the crops and the noise (same seed, same picture on one machine).
         init_image: start from this picture (path / PIL / array) instead of random codes;
             ``init_weight`` > 0 also keeps the latents close to it.
@@ -164,6 +173,8 @@ class GenerateConfig:
     chunk: int = 8
     cutouts: Cutouts | None = None
     image_loss: Callable[[torch.Tensor], torch.Tensor] | None = None
+    distance: str = "spherical"
+    straight_through: bool = True
     seed: int = 0
     init_image: object = None
     init_weight: float = 0.0
@@ -188,6 +199,12 @@ class GenerateConfig:
             )
         if not (isinstance(self.init_weight, (int, float)) and self.init_weight >= 0):
             raise ValueError(f"init_weight must be a number >= 0, got {self.init_weight!r}")
+        if self.distance not in ("spherical", "cosine"):
+            raise ValueError(f"distance {self.distance!r}: choose 'spherical' or 'cosine'")
+        if not isinstance(self.straight_through, bool):
+            raise ValueError(
+                f"straight_through must be True or False, got {self.straight_through!r}"
+            )
         speed.check_precision(self.precision)
         levels = self.checkpoint_levels
         if levels is not None and (not isinstance(levels, int) or isinstance(levels, bool)):
@@ -345,6 +362,7 @@ def generate(
     speed.release_freed_memory()
     generator = torch.Generator().manual_seed(cfg.seed)
     weights = torch.tensor([p.weight for p in parsed], device=device)
+    distance = spherical_distance if cfg.distance == "spherical" else cosine_distance
 
     start = time.perf_counter()
     with _frozen(vqgan, critic):
@@ -361,8 +379,8 @@ def generate(
         for step in bar:
             t_step = time.perf_counter()
             opt.zero_grad(set_to_none=True)
-            # 1. snap z to the codebook, gradient straight through
-            z_q = quantize_straight_through(z, book)
+            # 1. snap z to the codebook, gradient straight through (or, to see why, do not snap)
+            z_q = quantize_straight_through(z, book) if cfg.straight_through else z
             # 2. decode to an image in [0, 1]
             with speed.autocast(device, dec_dtype):
                 decoded = speed.decode_lean(vqgan, z_q, checkpoint_levels=levels)
@@ -376,7 +394,7 @@ def generate(
                 crops = pixels_to_clip_input(cutouts(leaf, n, generator), cut_size, mean, std)
                 with speed.autocast(device, clip_dtype):
                     emb = critic.encode_image(crops).float()
-                dists = spherical_distance(emb[:, None, :], text[None, :, :])  # (n, prompts)
+                dists = distance(emb[:, None, :], text[None, :, :])  # (n, prompts)
                 loss = (dists.mean(0) * weights).sum() * (n / cfg.cutn)
                 loss.backward()
                 loss_value += loss.item()
@@ -403,7 +421,7 @@ def generate(
                     callback(step, frame, loss_value)
             bar.set_postfix(loss=f"{loss_value:.3f}")
         with torch.no_grad():
-            z_q = quantize_straight_through(z, book)
+            z_q = quantize_straight_through(z, book) if cfg.straight_through else z
             final = vqgan.decode(z_q).float().add(1).div(2).clamp(0, 1)
         result.image = _to_pil(final)
         if result.frames and result.frame_steps[-1] == cfg.steps - 1:
@@ -425,7 +443,7 @@ def _check_start(cfg: GenerateConfig, vqgan, wh: tuple[int, int]) -> torch.Tenso
         )
     if cfg.init_codes is None:
         return None
-    codes = _check_init_codes(cfg.init_codes, vqgan, wh)
+    codes = check_init_codes(cfg.init_codes, vqgan, wh)
     if cfg.init_image is not None:
         raise ValueError("give init_image or init_codes, not both")
     return codes
@@ -449,31 +467,6 @@ def _init_latents(
     codes = torch.randint(vqgan.config.n_embed, (1, h // f, w // f), generator=generator)
     with torch.no_grad():
         return vqgan.codes_to_latents(codes.to(device)).clone()
-
-
-def _check_init_codes(codes, vqgan, wh: tuple[int, int]) -> torch.Tensor:
-    w, h = wh
-    f = vqgan.factor
-    want = (1, h // f, w // f)
-    if not isinstance(codes, torch.Tensor) or codes.is_floating_point() or codes.is_complex():
-        raise ValueError(
-            f"init_codes must be an integer tensor of shape {want}, got {type(codes).__name__}"
-            + (f" of dtype {codes.dtype}" if isinstance(codes, torch.Tensor) else "")
-        )
-    if codes.dim() == 2:
-        codes = codes[None]
-    if tuple(codes.shape) != want:
-        raise ValueError(
-            f"init_codes has shape {tuple(codes.shape)}, but a {w}x{h} image with this factor-{f} "
-            f"VQGAN needs {want}"
-        )
-    n = vqgan.config.n_embed
-    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= n):
-        raise ValueError(
-            f"init_codes must lie in [0, {n - 1}] (this VQGAN has {n} codes), got values from "
-            f"{int(codes.min())} to {int(codes.max())}"
-        )
-    return codes.long()
 
 
 def _to_pil(image: torch.Tensor) -> Image.Image:

@@ -8,7 +8,9 @@ Introduced in lesson 04_vqgan_clip.
 * ``Cutouts``: random crops of the decoded image (scale, offset, rotation, flip, noise, jitter),
   resized to CLIP's input size, all made by one ``grid_sample``;
 * ``ink_penalty``: an extra loss on the whole image (a prior for "one object on black");
-* ``check_size``: the image size rounded to the VQGAN's downsampling factor, with a warning.
+* ``cosine_distance``: ``1 - cosine``, the alternative to the loop's spherical distance;
+* ``check_size``: the image size rounded to the VQGAN's downsampling factor, with a warning;
+* ``check_init_codes``: a code grid to start from, checked against the VQGAN and the size.
 
 Example:
     >>> parse_prompts("a red circle|a blue square:0.5|text:-1")
@@ -169,6 +171,23 @@ class Cutouts:
         return cuts
 
 
+# ---------------------------------------------------------------------------- a distance, a loss
+
+
+def cosine_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``1 - cosine`` between directions; broadcasts like ``x - y``. The simpler alternative to
+    ``lessonlib.generate.spherical_distance`` (``GenerateConfig(distance="cosine")``).
+
+    Introduced in lesson 04_vqgan_clip. 0 for the same direction, 1 at right angles, 2 for opposite
+    ones; its slope is 0 at the optimum, where the spherical distance's is not.
+
+    Example:
+        >>> float(cosine_distance(torch.tensor([1.0, 0]), torch.tensor([0.0, 2])))
+        1.0
+    """
+    return 1 - F.cosine_similarity(x, y, dim=-1)
+
+
 # ------------------------------------------------------------------------------- image loss, size
 
 
@@ -219,3 +238,37 @@ def check_size(size: int | Sequence[int], factor: int) -> tuple[int, int]:
             stacklevel=3,
         )
     return rounded  # type: ignore[return-value]
+
+
+def check_init_codes(codes, vqgan, wh: tuple[int, int]) -> torch.Tensor:
+    """``init_codes`` for a ``wh`` (width, height) picture checked and shaped (1, h / f, w / f), long.
+
+    Introduced in lesson 04_vqgan_clip. Refuses floats, a wrong grid and codes outside the codebook.
+
+    Example:
+        >>> from lessonlib.vqgan import load_vqgan
+        >>> check_init_codes(torch.zeros(8, 8, dtype=torch.long), load_vqgan(), (32, 32)).shape
+        torch.Size([1, 8, 8])
+    """
+    w, h = wh
+    f = vqgan.factor
+    want = (1, h // f, w // f)
+    if not isinstance(codes, torch.Tensor) or codes.is_floating_point() or codes.is_complex():
+        raise ValueError(
+            f"init_codes must be an integer tensor of shape {want}, got {type(codes).__name__}"
+            + (f" of dtype {codes.dtype}" if isinstance(codes, torch.Tensor) else "")
+        )
+    if codes.dim() == 2:
+        codes = codes[None]
+    if tuple(codes.shape) != want:
+        raise ValueError(
+            f"init_codes has shape {tuple(codes.shape)}, but a {w}x{h} image with this factor-{f} "
+            f"VQGAN needs {want}"
+        )
+    n = vqgan.config.n_embed
+    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= n):
+        raise ValueError(
+            f"init_codes must lie in [0, {n - 1}] (this VQGAN has {n} codes), got values from "
+            f"{int(codes.min())} to {int(codes.max())}"
+        )
+    return codes.long()

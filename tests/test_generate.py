@@ -328,6 +328,54 @@ def test_generate_config_holds_the_settings_and_refuses_unknown_names(small_vqga
         )
 
 
+def test_cosine_distance_values():
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 3.0])
+    assert G.cosine_distance(a, a).item() == pytest.approx(0.0, abs=1e-6)
+    assert G.cosine_distance(a, b).item() == pytest.approx(1.0, abs=1e-6)
+    assert G.cosine_distance(a, -2 * a).item() == pytest.approx(2.0, abs=1e-6)
+    assert G.cosine_distance(torch.ones(4, 1, 8), torch.ones(1, 3, 8)).shape == (4, 3)
+
+
+def test_distance_and_straight_through_are_settings(small_vqgan, tiny_clip, monkeypatch):
+    """Lesson 04's exercises 3 and 4 switch these with generate(...) keywords: check that each
+    switch really changes what the loop calls, and that bad values are refused by name."""
+    clip_model, preprocess, tokenizer = tiny_clip
+    calls = {"spherical": 0, "cosine": 0, "snap": 0}
+
+    def counting(name, fn):
+        def wrapped(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(G, "spherical_distance", counting("spherical", G.spherical_distance))
+    monkeypatch.setattr(G, "cosine_distance", counting("cosine", G.cosine_distance))
+    monkeypatch.setattr(
+        G, "quantize_straight_through", counting("snap", G.quantize_straight_through)
+    )
+    args = dict(size=32, steps=3, cutn=2, chunk=2, progress=False)
+
+    def run(**kw):
+        return G.generate(
+            "a red circle", small_vqgan, clip_model, tokenizer, preprocess, **args, **kw
+        )
+
+    spherical = run()
+    assert calls == {"spherical": 3, "cosine": 0, "snap": 4}  # 3 steps + the final picture
+    cosine = run(distance="cosine")
+    assert calls["cosine"] == 3 and calls["spherical"] == 3
+    assert all(0 <= loss <= 2 for loss in cosine.losses) and cosine.losses != spherical.losses
+    assert calls["snap"] == 8
+    unsnapped = run(straight_through=False)
+    assert calls["snap"] == 8, "straight_through=False must never snap z to the codebook"
+    assert unsnapped.image.size == (32, 32) and len(unsnapped.losses) == 3
+    with pytest.raises(ValueError, match="distance 'euclid': choose 'spherical' or 'cosine'"):
+        G.GenerateConfig(distance="euclid")
+    with pytest.raises(ValueError, match="straight_through must be True or False, got 'no'"):
+        G.GenerateConfig(straight_through="no")
+
+
 def test_generate_py_is_the_loop_alone():
     """Lesson 04 sends students to generate.py for the five-step loop: critics and speed paths live
     in lessonlib.critics and lessonlib.speed, and the file stays short enough to read."""
