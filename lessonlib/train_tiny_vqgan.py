@@ -9,7 +9,8 @@ used for a while are restarted on random encoder outputs, so the whole codebook 
 Not used, and why: a perceptual (LPIPS) loss needs pretrained VGG weights, which cannot be downloaded
 offline; an adversarial (PatchGAN) loss is what makes taming's photos sharp, but Shapes World images
 are flat colours on black, which L1 + L2 already reconstruct to ~30 dB PSNR at 32x32, and a GAN would
-triple the training time on 2 CPU cores.
+triple the training time on 2 CPU cores. ``python -m lessonlib.train_tiny_vqgan_gan`` fine-tunes this
+model with taming's patch discriminator afterwards (``lessonlib.gan``; lesson 04 compares the two).
 
 Other architectures (experiments in BENCHMARKS.md, Lesson 04): ``--ch-mult 1,1`` gives factor 2 (a
 16x16 grid of codes at 32x32), ``--ch`` the base width (a multiple of 32), ``--n-embed`` the codebook

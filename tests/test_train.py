@@ -131,7 +131,9 @@ def test_live_plot_headless_draws_and_tracks_the_diagonal(tiny):
     assert [step for step, _ in live.diagonal] == [2, 4]
     assert live.fig is not None and "step 4" in live.axes[0].get_title()
     colourbars = [ax for ax in live.fig.axes if ax.get_ylabel() == "cosine similarity"]
-    assert len(colourbars) == 1  # the heat-map's colours are explained, once, however often it redraws
+    assert (
+        len(colourbars) == 1
+    )  # the heat-map's colours are explained, once, however often it redraws
     assert live.similarity().shape == (6, 6)
     assert len(history.smoothed_loss(2)) == 3
     with pytest.raises(ValueError, match="6 probe images but 2 probe texts"):
