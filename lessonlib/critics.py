@@ -284,9 +284,9 @@ def load_tiny_guides(paths=None, device: str = "cpu"):
 
 
 def load_tiny_rerankers(device: str = "cpu"):
-    """Lesson 04's reranker: three tiny CLIPs as one ``CLIPEnsemble``, ``(ensemble, preprocess, tokenizer)``.
+    """DALL-E 1's reranker: three tiny CLIPs as one ``CLIPEnsemble``, ``(ensemble, preprocess, tokenizer)``.
 
-    Introduced in lesson 04_vqgan_clip.
+    Introduced in lesson 05_dalle (DALL-E 1's reranking).
 
     Trained on every colour + shape pair, on blurred pictures and on scenes of up to three objects
     (``lessonlib.models.TINY_RERANK_WEIGHTS``), they pick the right one among the code prior's samples

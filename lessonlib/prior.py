@@ -1,6 +1,6 @@
 """A tiny text-to-image *prior* over VQGAN codes: a small GPT that writes a code grid for a caption.
 
-Introduced in lesson 04_vqgan_clip.
+Introduced in lesson 05_dalle (DALL-E 1); lesson 04_vqgan_clip's exercises use ``clip_scores``.
 
 VQGAN+CLIP starts from random codes and lets CLIP push them around; nothing in the loop knows what a
 *picture* of Shapes World looks like, so a small CLIP is easily satisfied by blobs (BENCHMARKS.md,
@@ -62,7 +62,7 @@ REPRODUCE_COMMAND = "python -m lessonlib.train_tiny_prior"
 class PriorConfig:
     """Sizes of a ``CodePrior``. ``grid`` is (height, width) of the VQGAN's code grid.
 
-    Introduced in lesson 04_vqgan_clip.
+    Introduced in lesson 05_dalle.
 
     Example:
         >>> PriorConfig(grid=(16, 16)).n_image
@@ -139,7 +139,7 @@ class _Block(nn.Module):
 class CodePrior(nn.Module):
     """A GPT over ``[caption tokens] [start] code_0 ... code_{N-1}`` (see the module docstring).
 
-    Introduced in lesson 04_vqgan_clip.
+    Introduced in lesson 05_dalle.
 
     Example:
         >>> prior = CodePrior(PriorConfig(grid=(2, 2), d_model=16, n_layer=1, n_head=2))
@@ -222,11 +222,14 @@ class CodePrior(nn.Module):
         top_k: int | None = None,
         guidance: float = 1.0,
         seed: int = 0,
+        callback=None,
     ) -> torch.Tensor:
         """Sample ``n`` code grids per prompt: (len(prompts) * n, grid_h, grid_w), prompt-major.
 
         ``guidance`` > 1 uses classifier-free guidance (logits of the blank caption + ``guidance``
         times the difference to the caption's); 1 samples the plain conditional model.
+        ``callback(written, grids)``, if given, runs after every code: the number of codes written
+        so far and a copy of the grids, with -1 where no code is written yet.
         """
         for name, value, low in (("n", n, 1), ("seed", seed, 0)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -255,7 +258,7 @@ class CodePrior(nn.Module):
         token = torch.full((rows, 1), self.start_id, dtype=torch.long, device=device)
         x = self._embed(text, token)
         past: list = [None] * len(self.blocks)
-        out = torch.empty(b, self.config.n_image, dtype=torch.long)
+        out = torch.full((b, self.config.n_image), -1, dtype=torch.long)  # -1: not written yet
         pos = self.config.text_len
         for i in range(self.config.n_image):
             for j, block in enumerate(self.blocks):
@@ -271,6 +274,8 @@ class CodePrior(nn.Module):
             probs = logits.softmax(-1).cpu()
             nxt = torch.multinomial(probs, 1, generator=generator)
             out[:, i] = nxt[:, 0]
+            if callback is not None:
+                callback(i + 1, out.view(b, *self.config.grid).clone())
             if i + 1 < self.config.n_image:
                 nxt = nxt.to(device)
                 if use_cfg:
@@ -292,7 +297,7 @@ def save_prior(
 ) -> Path:
     """Save weights as safetensors and the config (plus ``command`` and ``extra``) beside them as ``.json``.
 
-    Introduced in lesson 04_vqgan_clip. ``lessonlib.checkpoints.save_weights`` with the prior's config;
+    Introduced in lesson 05_dalle. ``lessonlib.checkpoints.save_weights`` with the prior's config;
     put the VQGAN's file name and sha256 into ``extra`` (``"vqgan"``, ``"vqgan_sha256"``) so that
     ``load_prior`` finds it and refuses any other.
 
@@ -308,7 +313,7 @@ def load_prior(path: str | Path | None = None, vqgan_path: str | Path | None = N
     Default: the shipped tiny prior and the f2 tiny VQGAN it was trained on. The VQGAN's sha256 is
     recorded in the prior's ``.json``; a different VQGAN (other codes) is refused.
 
-    Introduced in lesson 04_vqgan_clip.
+    Introduced in lesson 05_dalle.
 
     Example:
         >>> prior, vqgan = load_prior()
@@ -354,7 +359,7 @@ def load_prior(path: str | Path | None = None, vqgan_path: str | Path | None = N
 def check_compatible(prior: CodePrior, vqgan) -> None:
     """Raise ``ValueError`` if the prior's code grid or codebook size does not fit ``vqgan``.
 
-    Introduced in lesson 04_vqgan_clip.
+    Introduced in lesson 05_dalle.
 
     Example:
         >>> check_compatible(*load_prior())  # the shipped pair fits: no error
@@ -386,7 +391,7 @@ class DrawResult:
 def codes_to_images(vqgan, codes: torch.Tensor) -> torch.Tensor:
     """Decode code grids (batch, h, w) to images (batch, 3, H, W) in [0, 1].
 
-    Introduced in lesson 04_vqgan_clip.
+    Introduced in lesson 05_dalle.
 
     Example:
         >>> prior, vqgan = load_prior()
@@ -421,7 +426,7 @@ class DrawConfig:
     """How ``draw`` samples and picks. The defaults are what BENCHMARKS.md measured best with
     ``load_tiny_rerankers()`` as the CLIP.
 
-    Introduced in lesson 04_vqgan_clip.
+    Introduced in lesson 05_dalle.
 
     Example:
         >>> DrawConfig(candidates=8).top_k
@@ -466,7 +471,7 @@ def draw(
     ``GenerateConfig`` setting for the refinement (``lr=0.05``). Without a CLIP, the first sample is
     kept.
 
-    Introduced in lesson 04_vqgan_clip.
+    Introduced in lesson 05_dalle.
 
     Example:
         >>> from lessonlib.critics import load_tiny_rerankers

@@ -1,6 +1,6 @@
-"""Train the tiny code prior of lesson 04: ``python -m lessonlib.train_tiny_prior``.
+"""Train the tiny code prior of lesson 05: ``python -m lessonlib.train_tiny_prior``.
 
-Introduced in lesson 04_vqgan_clip.
+Introduced in lesson 04_vqgan_clip; taught in lesson 05_dalle.
 
 Data: Shapes World scenes (by default 80% one object, 20% two) with captions of every form
 (``lessonlib.data.caption``), each scene turned into its VQGAN code grid by the VQGAN's encoder.
