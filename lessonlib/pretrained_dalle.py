@@ -387,13 +387,10 @@ def download_kandinsky(mode: str | None = None) -> dict[str, Path]:
 
 def _slerp(a, b, w: float):
     """Slerp of the directions, lerp of the lengths (Kandinsky's embeddings are not unit vectors)."""
-    import torch
+    from lessonlib.unclip import slerp  # the tiny unCLIP's slerp, for the directions
 
     na, nb = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
-    ua, ub = a / na, b / nb
-    omega = torch.arccos((ua * ub).sum(-1, keepdim=True).clamp(-1 + 1e-6, 1 - 1e-6))
-    u = (torch.sin((1 - w) * omega) * ua + torch.sin(w * omega) * ub) / torch.sin(omega)
-    return u * ((1 - w) * na + w * nb)
+    return slerp(a, b, w) * ((1 - w) * na + w * nb)
 
 
 class KandinskyModel:
