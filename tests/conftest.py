@@ -1,7 +1,35 @@
 """Fixtures shared by several test files."""
 
+import os
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
+
+DEFAULT_CHROMIUM = "/usr/bin/chromium"
+NO_BROWSER = "no browser: install Debian's chromium (`apt-get install chromium`; CI does)"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "browser: drives a real browser (Debian's chromium via playwright)"
+    )
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Path of the chromium binary ($CHROMIUM, else `chromium` on the PATH, else /usr/bin/chromium);
+    the test is skipped, with the reason, where there is none or playwright is missing. Never
+    `playwright install`: the tests drive the system's chromium."""
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or DEFAULT_CHROMIUM
+    if not (Path(path).is_file() and os.access(path, os.X_OK)):
+        pytest.skip(f"{NO_BROWSER} (no executable {path}; or set $CHROMIUM to one)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.skip("no browser: playwright's Python package is missing (pip install -e '.[dev]')")
+    return path
 
 
 @pytest.fixture(autouse=True, scope="session")
