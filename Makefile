@@ -53,14 +53,16 @@ course: $(STAMP)
 test: $(STAMP) $(ASSETS) browser
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
-	$(NBVAL) tests notebooks --ignore=tests/built --durations=15
+	$(NBVAL) tests notebooks --ignore=tests/built --ignore=notebooks/ur --durations=15
 	$(BIN)/python book/make_site.py
 	$(BIN)/python book/slides.py
 	LESSONLIB_MODE=offline $(BIN)/python -m pytest tests/built -p no:cacheprovider
 
 ## Execute every lesson offline under nbval; the executed copies go to build/executed/.
+## (The Urdu twins in notebooks/ur/ have the English code cells, checked by tests/test_urdu_twins.py;
+## executing them too is issue 16's, within the time budget.)
 execute: $(STAMP)
-	$(NBVAL) notebooks
+	$(NBVAL) notebooks --ignore=notebooks/ur
 
 ## The course website: execute the lessons offline, then build them with Jupyter Book 1 into
 ## build/site/_build/html (see the README for publishing it on GitHub Pages).

@@ -11,7 +11,7 @@ Every row of the table comes from this one command, on the same prompts, seeds, 
   model's ``.json``.
 
 Usage:
-    python benchmarks/bench_generators.py --threads 1 --out benchmarks/results/generators.json \\
+    python benchmarks/bench_generators.py --threads 1 --out lessonlib/results/generators.json \\
         --figure images/three_recipes.png
 """
 

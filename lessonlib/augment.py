@@ -59,7 +59,9 @@ class RecolourWhenColourUnsaid(torch.utils.data.Dataset):
             )
         self.dataset, self.p, self.seed = dataset, p, seed
         self.colours = torch.tensor(list(palette.values()), dtype=torch.float32) / 255.0
-        self.colour_words = set(COLOURS)
+        from lessonlib.urdu import COLOUR_WORDS_UR
+
+        self.colour_words = set(COLOURS) | COLOUR_WORDS_UR  # English and Urdu captions
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -105,7 +107,9 @@ class ReshapeWhenShapeUnsaid(torch.utils.data.Dataset):
                 f"ReshapeWhenShapeUnsaid needs a ShapesWorld, got {type(world).__name__}"
             )
         self.world, self.p, self.seed = world, p, seed
-        self.shape_words = set(SHAPES)
+        from lessonlib.urdu import SHAPE_WORDS_UR
+
+        self.shape_words = set(SHAPES) | SHAPE_WORDS_UR  # English and Urdu captions
 
     def __len__(self) -> int:
         return len(self.world)

@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -29,6 +29,9 @@ from lessonlib.checkpoints import WEIGHTS_DIR, load_weights, save_weights, weigh
 from lessonlib.tokenizer import DEFAULT_WORDS, EOT_ID, PAD_ID, WordTokenizer
 
 TINY_CLIP_WEIGHTS = WEIGHTS_DIR / "tiny_clip.safetensors"
+# The same model taught the Urdu words of Shapes World (lesson 02): only the new words' vectors were
+# trained, so its answers to English prompts are exactly the English model's.
+TINY_CLIP_BILINGUAL = WEIGHTS_DIR / "tiny_clip_bilingual.safetensors"
 TINY_CLIP_CONFIG = WEIGHTS_DIR / "tiny_clip.json"
 REPRODUCE_COMMAND = "python -m lessonlib.train_tiny_clip"
 
@@ -282,3 +285,60 @@ def load_tiny_clip_config(path: str | Path | None = None) -> dict:
         True
     """
     return weights_info(TINY_CLIP_WEIGHTS if path is None else path)
+
+
+def add_words(model, cfg: TinyCLIPConfig, words: Sequence[str], seed: int = 0):
+    """Teach a trained tiny CLIP's tokenizer new words: ``(model, cfg)`` with one new row of the token
+    embedding per new word (random, as open_clip initialises them) and every old row kept.
+
+    Introduced in lesson 02_zero_shot_classification (the bilingual tiny CLIP learns Urdu this way:
+    its image tower frozen, its text tower trained on Urdu and English captions, as the multilingual
+    CLIPs were made from English ones).
+
+    Example:
+        >>> model, cfg = add_words(model, cfg, ["نیلا"])  # doctest: +SKIP
+    """
+    new = [w for w in dict.fromkeys(words) if w not in cfg.words]
+    if not new:
+        return model, cfg
+    old = model.token_embedding
+    grown = torch.nn.Embedding(old.num_embeddings + len(new), old.embedding_dim)
+    with torch.no_grad():
+        grown.weight[: old.num_embeddings] = old.weight
+        generator = torch.Generator().manual_seed(seed)
+        grown.weight[old.num_embeddings :] = 0.02 * torch.randn(
+            len(new), old.embedding_dim, generator=generator
+        )
+    model.token_embedding = grown.to(old.weight.device, old.weight.dtype)
+    model.vocab_size = grown.num_embeddings
+    return model, TinyCLIPConfig.from_dict({**cfg.to_dict(), "words": list(cfg.words) + new})
+
+
+def freeze_image_tower(model):
+    """Freeze the image tower: no gradients, and its BatchNorm layers stay in eval mode (their running
+    statistics unchanged) even when training calls ``model.train()``. Returns ``model``."""
+    import types
+
+    def stay_in_eval(module, mode: bool = True):
+        return torch.nn.Module.train(module, False)
+
+    model.visual.requires_grad_(False)
+    for module in model.visual.modules():
+        module.train = types.MethodType(stay_in_eval, module)
+    model.visual.eval()
+    return model
+
+
+def train_new_words_only(model, old_vocab_size: int):
+    """Freeze everything but the token-embedding rows from ``old_vocab_size`` on (the words
+    ``add_words`` added): the model's answers to texts in the words it knew stay exactly as they were,
+    and training only finds vectors for the new words. The image tower's BatchNorm stays in eval mode
+    (``freeze_image_tower``). Returns ``model``."""
+    freeze_image_tower(model)
+    model.requires_grad_(False)
+    weight = model.token_embedding.weight
+    weight.requires_grad_(True)
+    keep = torch.zeros_like(weight)
+    keep[old_vocab_size:] = 1.0
+    weight.register_hook(lambda grad: grad * keep)
+    return model

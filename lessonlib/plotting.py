@@ -325,3 +325,62 @@ def plot_confusion(
     cax = make_axes_locatable(ax).append_axes("right", size=0.15, pad=0.1)  # as tall as the matrix
     ax.figure.colorbar(im, cax=cax, label="share" if normalize else "count")
     return ax
+
+
+# Noto Nastaliq Urdu (SIL Open Font License, lessonlib/fonts/OFL.txt), shipped with lessonlib so that
+# Urdu figures draw the same on a laptop, Binder and Colab (none of which need have an Urdu font).
+URDU_FONT = Path(__file__).resolve().parent / "fonts" / "NotoNastaliqUrdu-Regular.ttf"
+
+
+def urdu_font(size: float | None = None):
+    """The ``FontProperties`` of the course's Urdu font (Noto Nastaliq Urdu), for ``fontproperties=``.
+
+    Introduced in lesson 02_zero_shot_classification.
+
+    Example:
+        >>> ax.set_title(urdu_text("نیلی تکون"), fontproperties=urdu_font(14))  # doctest: +SKIP
+    """
+    from matplotlib import font_manager
+
+    if not URDU_FONT.exists():
+        raise FileNotFoundError(f"{URDU_FONT} is missing: reinstall lessonlib (pip install -e .)")
+    if str(URDU_FONT) not in {f.fname for f in font_manager.fontManager.ttflist}:
+        font_manager.fontManager.addfont(str(URDU_FONT))
+    return font_manager.FontProperties(fname=str(URDU_FONT), size=size)
+
+
+def complex_text_layout() -> bool:
+    """Whether this matplotlib shapes complex scripts itself (3.11 and newer, built with libraqm):
+    joins Urdu letters and lays the text out right to left."""
+    import matplotlib.ft2font
+
+    return bool(getattr(matplotlib.ft2font, "__libraqm_version__", None))
+
+
+def urdu_text(text: str) -> str:
+    """Urdu ``text`` as matplotlib must be given it to draw it right.
+
+    Introduced in lesson 02_zero_shot_classification.
+
+    Where matplotlib lays out complex scripts itself (``complex_text_layout()``), the text as it is.
+    Older matplotlib draws each letter in its isolated form, left to right: then the letters are
+    joined (arabic-reshaper) and put in display order (python-bidi); without those two packages a
+    warning says so and the text comes back unchanged (drawn as separate letters in the wrong order).
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string, got {type(text).__name__}: {text!r}")
+    if text.isascii() or complex_text_layout():
+        return text
+    try:
+        import arabic_reshaper
+        from bidi import get_display
+    except ImportError:
+        import warnings
+
+        warnings.warn(
+            "this matplotlib cannot join Urdu letters or lay them out right to left: upgrade to "
+            "matplotlib 3.11+ or `pip install arabic-reshaper python-bidi`",
+            stacklevel=2,
+        )
+        return text
+    return get_display(arabic_reshaper.reshape(text))

@@ -162,6 +162,9 @@ class WordTokenizer:
             raise TypeError(f"texts must be strings, got {type(text).__name__}: {text!r}")
         text = text.lower()
         if not text.isascii():  # punctuation and symbols of other scripts (، ۔ ’ …) separate words
+            from lessonlib.urdu import normalise  # one spelling per Urdu word (NFKC, letters, ZWNJ)
+
+            text = normalise(text)
             text = "".join(
                 c if c.isascii() or unicodedata.category(c)[0] in "LMN" else " " for c in text
             )
@@ -243,11 +246,14 @@ class WordTokenizer:
             else f"in {len(texts):,} of {n_texts:,} texts, e.g. {texts[0]!r}"
         )
         examples = [w for w in _EXAMPLE_WORDS if w in self.vocab] or list(self.words[:8])
+        bilingual = any(not w.isascii() for w in self.words)
         english = (
             " It reads English only (the words of Shapes World captions)."
-            if any(not w.isascii() for w in unknown)
+            if any(not w.isascii() for w in unknown) and not bilingual
             else ""
         )
+        if bilingual:
+            examples += [w for w in ("نیلا", "دائرہ", "تکون") if w in self.vocab]
         return (
             f"unknown word{'s' if len(unknown) > 1 else ''} {named} {where}: the tiny model reads "
             f"{'them' if len(unknown) > 1 else 'it'} as <unk>, one token for every word it does not "

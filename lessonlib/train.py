@@ -325,7 +325,7 @@ def zero_shot_accuracy(
     split: str = "test",
     n: int = 1000,
     seed: int = 12345,
-    template: str | None = None,
+    template: str | Sequence[str] | None = None,
     image_size: int = 32,
 ) -> float:
     """Top-1 zero-shot accuracy on ``n`` fresh Shapes World images of ``split``.
@@ -333,7 +333,8 @@ def zero_shot_accuracy(
     Introduced in lesson 01_clip_concepts.
 
     Each image (passed through ``preprocess``, as a user would) is given the class whose prompt (default
-    ``"a {colour} {shape}"``) has the highest cosine similarity, out of all colour x shape classes
+    ``"a {colour} {shape}"``; or a list of one prompt per class, e.g. ``urdu.class_prompts_ur()``) has
+    the highest cosine similarity, out of all colour x shape classes
     (held-out pairs included); it is correct if that is the colour and shape of its main object. The
     classifier and the embeddings are lesson 02's (``zeroshot.zero_shot_classifier``,
     ``embed.embed_images``), so both lessons score a model the same way.
@@ -349,11 +350,17 @@ def zero_shot_accuracy(
     from lessonlib.zeroshot import zero_shot_classifier
 
     template = SIMPLE_TEMPLATE if template is None else template
+    prompts = class_names(template) if isinstance(template, str) else list(template)
+    if len(prompts) != len(class_names()):
+        raise ValueError(
+            f"template: give a format string or one prompt per class ({len(class_names())}, "
+            f"colour-major as data.class_names()), got {len(prompts)} prompts"
+        )
     n = _positive_int("n", n)
     ds = ShapesWorld(
         n, split=split, seed=seed, image_size=image_size, detail="simple", transform=preprocess
     )
-    classes = zero_shot_classifier(model, tokenizer, class_names(template), templates="{}")
+    classes = zero_shot_classifier(model, tokenizer, prompts, templates="{}")
     predicted = (embed_images(model, ds) @ classes.to(torch.float32)).argmax(1)
     return float((predicted == torch.from_numpy(ds.class_indices())).float().mean())
 

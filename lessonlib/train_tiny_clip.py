@@ -46,14 +46,19 @@ from lessonlib.environment import seed_everything
 from lessonlib.models import (
     TINY_CLIP_WEIGHTS,
     TinyCLIPConfig,
+    add_words,
     build_tiny_clip,
     count_parameters,
+    freeze_image_tower,
     load_tiny_clip,
     load_tiny_clip_config,
     make_tokenizer,
     save_tiny_clip,
+    train_new_words_only,
 )
+from lessonlib.tokenizer import DEFAULT_WORDS
 from lessonlib.train import train_clip, zero_shot_accuracy
+from lessonlib.urdu import WORDS_UR, Bilingual, class_prompts_ur
 
 # The recipe of the shipped model (every value is also a command-line option).
 DEFAULTS = {
@@ -73,6 +78,7 @@ DEFAULTS = {
     "split": "train",
     "copies": 0.0,
     "blur": 0.0,
+    "urdu": 0.0,
 }
 
 
@@ -84,8 +90,12 @@ def training_data(
     max_objects: int = 1,
     detail_weights: dict[str, float] | None = None,
     augment: dict[str, float] | None = None,
+    urdu: float = 0.0,
 ):
     """``epoch -> ShapesWorld``: fresh training images every epoch.
+
+    ``urdu`` is the share of captions told in Urdu (``lessonlib.urdu.Bilingual``): the bilingual tiny
+    CLIP of lesson 02 reads both languages.
 
     ``split="train"`` (lesson 01's models) never shows a held-out pair; ``"all"`` shows every pair
     (lesson 04's critics, which must know every prompt they are asked to draw). ``augment`` gives the
@@ -114,6 +124,10 @@ def training_data(
             detail="random",
             detail_weights=detail_weights,
         )
+        if urdu > 0:
+            world = Bilingual(
+                world, share=urdu, seed=seed * 100_000 + epoch, weights=detail_weights
+            )
         if copies > 0:
             world = RepeatTheObject(world, p=copies, seed=seed * 100_000 + epoch)
         if reshape > 0:
@@ -224,7 +238,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="train on random cutouts (scale 0.8-1, 15 degrees, flips, noise up to 0.1), as "
         "VQGAN+CLIP sees its pictures",
     )
+    p.add_argument(
+        "--freeze-image",
+        action="store_true",
+        help="train the text tower only (with --init shipped --urdu 0.5: the bilingual tiny CLIP)",
+    )
+    p.add_argument(
+        "--new-words-only",
+        action="store_true",
+        help="with --init and --urdu: train only the new words' vectors (English answers unchanged)",
+    )
     args = p.parse_args(argv)
+    if args.new_words_only and not (args.init and args.urdu > 0):
+        p.error("--new-words-only needs --init (a trained model) and --urdu > 0 (the new words)")
     if args.split not in ("train", "all"):
         p.error(f"--split {args.split!r}: choose 'train' (held-out pairs never shown) or 'all'")
     if not args.blur >= 0:
@@ -242,12 +268,26 @@ def main(argv: list[str] | None = None) -> dict:
         init_path = None if args.init == "shipped" else args.init
         model, _, tokenizer = load_tiny_clip(init_path)
         cfg = TinyCLIPConfig.from_dict(load_tiny_clip_config(init_path)["config"])
+        if args.urdu > 0:  # new rows of the token embedding for the Urdu words
+            known = model.token_embedding.num_embeddings
+            model, cfg = add_words(model, cfg, WORDS_UR, seed=args.seed)
+            tokenizer = make_tokenizer(cfg)
+            if args.new_words_only:
+                train_new_words_only(model, known)
         model.train()
     else:
-        cfg = TinyCLIPConfig(**json.loads(args.config)) if args.config else TinyCLIPConfig()
+        overrides = json.loads(args.config) if args.config else {}
+        if args.urdu > 0 and "words" not in overrides:  # the bilingual vocabulary
+            overrides["words"] = list(DEFAULT_WORDS) + [
+                w for w in WORDS_UR if w not in DEFAULT_WORDS
+            ]
+        cfg = TinyCLIPConfig(**overrides)
         model, tokenizer = build_tiny_clip(cfg), make_tokenizer(cfg)
+    if args.freeze_image:
+        freeze_image_tower(model)
     print(
-        f"tiny CLIP: {count_parameters(model):,} parameters, {cfg.vision_tower} vision tower",
+        f"tiny CLIP: {count_parameters(model):,} parameters, {cfg.vision_tower} vision tower"
+        + (" (frozen)" if not any(p.requires_grad for p in model.visual.parameters()) else ""),
         flush=True,
     )
 
@@ -260,6 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
         max_objects=args.max_objects,
         detail_weights=detail_weights,
         augment={"copies": args.copies, "reshape": args.reshape, "recolour": args.recolour},
+        urdu=args.urdu,
     )
     history = train_clip(
         model,
@@ -290,7 +331,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     metadata = {
         "command": command.strip(),
-        "recipe": {k: getattr(args, k) for k in DEFAULTS},
+        "recipe": {k: getattr(args, k) for k in DEFAULTS}
+        | {"freeze_image": args.freeze_image, "new_words_only": args.new_words_only},
         "detail_weights": detail_weights,
         "train_seconds": round(history.seconds, 1),
         "train_cpu_seconds": round(history.cpu_seconds, 1),
@@ -319,12 +361,23 @@ def main(argv: list[str] | None = None) -> dict:
         "prompt": "a {colour} {shape}",
         "eval_seed": 777,
     }
+    if args.urdu > 0:  # the same images, Urdu prompts ("ایک نیلی تکون", adjectives agreeing)
+        metadata["accuracy_urdu"] = {
+            split: zero_shot_accuracy(
+                loaded, tokenizer, preprocess, split, args.eval_images, 777, class_prompts_ur()
+            )
+            for split in ("test", "held_out")
+        }
+        metadata["accuracy_urdu"]["prompt"] = "ایک {colour} {shape}"
     save_tiny_clip(model, cfg, path, half=True, metadata=metadata)
     print(
         f"zero-shot top-1 over all {len(class_names())} colour x shape classes, {args.eval_images} images each: "
         f"seen pairs {results['test']:.1%}, held-out pairs {results['held_out']:.1%} "
         f"(eval {time.perf_counter() - start:.0f} s); wrote {path} ({path.stat().st_size / 1e6:.2f} MB)"
     )
+    if args.urdu > 0:
+        urdu = metadata["accuracy_urdu"]
+        print(f"Urdu prompts: seen pairs {urdu['test']:.1%}, held-out pairs {urdu['held_out']:.1%}")
     return metadata
 
 

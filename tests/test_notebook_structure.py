@@ -146,6 +146,19 @@ def test_sync_check_catches_an_edit(tmp_path):
     assert _comparable(jupytext.read(edited)["cells"]) != _comparable(_cells(NOTEBOOKS[0]))
 
 
+def test_code_reads_no_file_relative_to_the_notebooks_folder(notebook):
+    """A code cell that opens "../something" works only where the notebook sits in notebooks/ of a
+    clone: not on Colab (only the package is installed) nor in another folder (e.g. a translation).
+    Data the lessons read ships inside lessonlib (importlib.resources)."""
+    for i, cell in enumerate(_cells(notebook)):
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "code":
+            assert not re.search(r"[\'\"]\.\./", source), (
+                f"{notebook.name} cell {i} reads a path relative to the notebook's folder: "
+                "ship the file in lessonlib and read it with importlib.resources.files('lessonlib')"
+            )
+
+
 def test_markdown_precedes_code(notebook):
     """Markdown before code says what the next cell does: no long runs of bare code cells."""
     run = 0
