@@ -110,8 +110,13 @@ class ExecutedNotebooks:
         import nbformat
 
         self.folder.mkdir(parents=True, exist_ok=True)
+        notebooks = Path(str(session.config.rootpath)) / "notebooks"
         for record in self.records.values():
-            target = self.folder / record.path.name
+            # build/executed/NN_topic.ipynb, and build/executed/ur/NN_topic.ipynb for an Urdu twin
+            inside = record.path.resolve().is_relative_to(notebooks.resolve())
+            name = record.path.resolve().relative_to(notebooks.resolve()) if inside else None
+            target = self.folder / (name or record.path.name)
+            target.parent.mkdir(parents=True, exist_ok=True)
             if record.failed:
                 target.unlink(missing_ok=True)
                 continue

@@ -56,17 +56,19 @@ def lesson_order(readme: Path = ROOT / "README.md") -> list[str]:
     return names
 
 
-def check_executed(executed: Path, names: list[str]) -> list[Path]:
+def check_executed(
+    executed: Path, names: list[str], notebooks: Path = ROOT / "notebooks"
+) -> list[Path]:
     """The executed lessons, refusing a missing one or one older than its .md or .ipynb source."""
     paths, problems = [], []
     for name in names:
         path = executed / f"{name}.ipynb"
-        sources = [ROOT / "notebooks" / f"{name}.md", ROOT / "notebooks" / f"{name}.ipynb"]
+        sources = [notebooks / f"{name}.md", notebooks / f"{name}.ipynb"]
         newest = max(p.stat().st_mtime for p in sources if p.exists())
         if not path.exists():
             problems.append(f"{path} is missing")
         elif path.stat().st_mtime < newest:
-            problems.append(f"{path} is older than notebooks/{name}.md or .ipynb")
+            problems.append(f"{path} is older than {notebooks.name}/{name}.md or .ipynb")
         paths.append(path)
     if problems:
         raise SystemExit(
@@ -142,6 +144,11 @@ def stage_static(static: Path) -> None:
     modules = BOOK / "node_modules"
     for part in MATHJAX_FILES:
         _copy(modules / "mathjax" / "es5" / part, static / "mathjax" / part)
+    fonts = modules / "@fontsource" / "noto-nastaliq-urdu" / "files"
+    for weight in (400, 700):
+        name = f"noto-nastaliq-urdu-arabic-{weight}-normal.woff2"
+        _copy(fonts / name, static / "fonts" / name)
+    _copy(BOOK / "static" / "urdu.css", static / "urdu.css")
     manager = modules / "@jupyter-widgets" / "html-manager" / "dist"
     _copy(manager / "embed.js", static / "widgets" / "embed.js")
     for path in manager.iterdir():  # the fonts embed.js loads from beside itself
@@ -153,6 +160,8 @@ def stage(executed: Path, staging: Path) -> list[str]:
     """Write the book's sources to ``staging``; returns the table of contents' entries."""
     names = lesson_order()
     paths = check_executed(executed, names)
+    urdu = [n for n in names if (ROOT / "notebooks" / "ur" / f"{n}.ipynb").exists()]
+    urdu_paths = check_executed(executed / "ur", urdu, ROOT / "notebooks" / "ur")
     if staging.exists():
         shutil.rmtree(staging)
     (staging / "notebooks").mkdir(parents=True)
@@ -167,15 +176,22 @@ def stage(executed: Path, staging: Path) -> list[str]:
     for name, path in zip(names, paths):
         nb = site_notebook(nbformat.read(path, as_version=4))
         nbformat.write(nb, staging / "notebooks" / f"{name}.ipynb")
+    (staging / "notebooks" / "ur").mkdir()
+    for name, path in zip(urdu, urdu_paths):
+        nb = site_notebook(nbformat.read(path, as_version=4))
+        nbformat.write(nb, staging / "notebooks" / "ur" / f"{name}.ipynb")
     shutil.copytree(ROOT / "images", staging / "images", ignore=shutil.ignore_patterns("src"))
     stage_static(staging / "_static")
     toc = ["format: jb-book", "root: index", "parts:", "  - caption: Lessons", "    chapters:"]
     toc += [f"      - file: notebooks/{name}" for name in names]
+    if urdu:
+        toc += ["  - caption: اسباق اردو میں (the lessons in Urdu)", "    chapters:"]
+        toc += [f"      - file: notebooks/ur/{name}" for name in urdu]
     if pages:
         toc += ["  - caption: For instructors and readers", "    chapters:"]
         toc += [f"      - file: {page}" for page in pages]
     (staging / "_toc.yml").write_text("\n".join(toc) + "\n", encoding="utf-8")
-    return names + pages
+    return names + [f"ur/{n}" for n in urdu] + pages
 
 
 def build(staging: Path, out: Path) -> float:
@@ -209,7 +225,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.check_executed:
         try:
-            check_executed(args.executed, lesson_order())
+            names = lesson_order()
+            check_executed(args.executed, names)
+            urdu = [n for n in names if (ROOT / "notebooks" / "ur" / f"{n}.ipynb").exists()]
+            check_executed(args.executed / "ur", urdu, ROOT / "notebooks" / "ur")
         except SystemExit as stale:
             print(stale)
             raise SystemExit(1) from None

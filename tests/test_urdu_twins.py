@@ -57,3 +57,24 @@ def test_a_drift_is_caught_and_synced_back(tmp_path, monkeypatch):
     assert urdu_twins.differences(name) == []
     ur = nbformat.read(tmp_path / "ur" / f"{name}.ipynb", 4)
     assert ur.cells[code].source.endswith("print('changed in English')")
+
+
+def test_the_glossary_page_is_made_from_the_term_lists():
+    import glossary  # book/glossary.py
+
+    assert (ROOT / "docs" / "glossary.md").read_text(encoding="utf-8") == glossary.render(), (
+        "docs/glossary.md is out of date: run `python book/glossary.py`"
+    )
+    entries = glossary.terms()
+    assert len(entries) > 100 and "embedding" in entries and "cosine similarity" in entries
+
+
+def test_readme_ur_gives_the_two_commands_and_links_every_urdu_lesson():
+    text = (ROOT / "README.ur.md").read_text(encoding="utf-8")
+    assert "make lab" in text and "make test" in text and 'dir="rtl"' in text
+    for name in LESSONS:
+        assert f"(notebooks/ur/{name}.ipynb)" in text, name
+        assert badge_markdown(f"notebooks/ur/{name}.ipynb") in text, name
+    for target in re.findall(r"\]\(((?!https?:)[^)\s]+)\)", text):
+        assert (ROOT / target).exists(), target
+    assert "(README.ur.md)" in (ROOT / "README.md").read_text(encoding="utf-8")

@@ -91,8 +91,8 @@ def test_no_page_loads_anything_from_a_network():
         assert not remote, f"{css.relative_to(HTML)} fetches {remote[:3]}"
 
 
-def _outputs(name: str, mime: str) -> int:
-    nb = nbformat.read(EXECUTED / f"{name}.ipynb", as_version=4)
+def _outputs(name: str, mime: str, executed: Path = EXECUTED) -> int:
+    nb = nbformat.read(executed / f"{name}.ipynb", as_version=4)
     return sum(
         mime in out.get("data", {})
         for cell in nb.cells
@@ -115,6 +115,23 @@ def test_figures_formulas_and_widgets_of_the_executed_lesson_are_on_its_page(nam
     if _outputs(name, "application/vnd.jupyter.widget-view+json"):
         assert "application/vnd.jupyter.widget-state+json" in html, f"{name}: widget state missing"
         assert "_static/widgets/embed.js" in html
+
+
+URDU = [n for n in LESSONS if (ROOT / "notebooks" / "ur" / f"{n}.ipynb").exists()]
+
+
+@pytest.mark.parametrize("name", URDU)
+def test_urdu_lessons_are_pages_laid_out_right_to_left(name):
+    html = (HTML / "notebooks" / "ur" / f"{name}.html").read_text(encoding="utf-8")
+    assert html.count('<div dir="rtl" lang="ur">') >= 5, (
+        f"ur/{name}: prose not marked right to left"
+    )
+    assert "_static/urdu.css" in html
+    figures = _outputs(name, "image/png", EXECUTED / "ur")
+    shown = len(re.findall(r'<img[^>]+src="\.\./\.\./_images/', html))
+    assert figures and shown >= figures, f"ur/{name}: {figures} figures executed, {shown} shown"
+    index = (HTML / "index.html").read_text(encoding="utf-8")
+    assert index.index(f"notebooks/ur/{name}.html") > index.index(f"notebooks/{LESSONS[-1]}.html")
 
 
 @pytest.mark.parametrize("name", LESSONS)
@@ -158,7 +175,10 @@ def test_pages_read_right_in_a_browser_with_the_network_cut_off(chromium, tmp_pa
             tab = context.new_page()
             tab.on("requestfailed", lambda r: failed.append(r.url))
             checks = {}
-            for name in ("01_clip_concepts", "03_image_search"):
+            pages = ["01_clip_concepts", "03_image_search"] + (
+                ["ur/02_zero_shot_classification"] if URDU else []
+            )
+            for name in pages:
                 tab.goto((HTML / "notebooks" / f"{name}.html").as_uri(), wait_until="load")
                 tab.wait_for_function(
                     "() => !window.MathJax || MathJax.startup?.promise", timeout=30000
@@ -172,9 +192,14 @@ def test_pages_read_right_in_a_browser_with_the_network_cut_off(chromium, tmp_pa
                         broken: Array.from(document.images).filter(i => i.complete && i.naturalWidth === 0).map(i => i.src),
                         widgets: document.querySelectorAll('.jupyter-widgets').length,
                         widgetErrors: document.body.innerText.includes('Error displaying widget'),
+                        urduFont: document.fonts.check('16px "Noto Nastaliq Urdu"', 'نیلی تکون')
+                            && Array.from(document.fonts).some(f => f.family.includes('Nastaliq')
+                                && f.status === 'loaded'),
+                        urduDir: Array.from(document.querySelectorAll('div[lang="ur"]'))
+                            .every(d => getComputedStyle(d).direction === 'rtl'),
                     })"""
                 )
-                tab.screenshot(path=str(tmp_path / f"{name}.png"))
+                tab.screenshot(path=str(tmp_path / f"{name.replace('/', '_')}.png"))
         finally:
             browser.close()
     assert not remote, f"pages asked the network for {remote[:5]}"
@@ -184,3 +209,8 @@ def test_pages_read_right_in_a_browser_with_the_network_cut_off(chromium, tmp_pa
     for name, found in checks.items():
         assert found["images"] > 0 and not found["broken"], (name, found)
     assert search["widgets"] > 0 and not search["widgetErrors"], search
+    if URDU:
+        ur = checks["ur/02_zero_shot_classification"]
+        assert ur["urduFont"] and ur["urduDir"], (
+            f"the Urdu page is not in Noto Nastaliq, right to left: {ur}"
+        )
