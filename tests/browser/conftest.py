@@ -95,6 +95,9 @@ def _copy_course(dest: Path) -> Path:
     notebooks.mkdir(parents=True)
     for nb in sorted((REPO / "notebooks").glob("*.ipynb")):
         shutil.copy(nb, notebooks / nb.name)
+    (notebooks / "ur").mkdir()
+    for nb in sorted((REPO / "notebooks" / "ur").glob("*.ipynb")):  # the Urdu twins
+        shutil.copy(nb, notebooks / "ur" / nb.name)
     shutil.copytree(REPO / "images", dest / "images")  # the lessons' figures: ../images/*.png
     return notebooks
 

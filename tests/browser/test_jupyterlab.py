@@ -139,7 +139,9 @@ class Lab:
             "checking the server gives the lesson's figures (../images/, as `make lab`)"
         ):
             # JupyterLab draws only the cells on screen, so ask the server as the page would.
-            figures = sorted(set(re.findall(r"\]\(\.\./images/([^)\s]+)\)", self.path.read_text())))
+            figures = sorted(
+                set(re.findall(r"\]\((?:\.\./)+images/([^)\s]+)\)", self.path.read_text()))
+            )
             missing = [
                 name
                 for name in figures
@@ -347,3 +349,11 @@ def label_box_state(cell) -> dict:
             chart: (c.querySelector('.widget-output img') || {src: null}).src,
         })"""
     )
+
+
+def test_an_urdu_lesson_reads_right_to_left_in_jupyterlab(open_lab):
+    lab = open_lab("ur/02_zero_shot_classification.ipynb")
+    prose = lab.page.locator('.jp-MarkdownOutput div[lang="ur"]').first
+    prose.wait_for()
+    direction = prose.evaluate("d => getComputedStyle(d).direction")
+    lab.check(direction == "rtl", f"the Urdu prose is laid out {direction!r}, not right to left")
