@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import posixpath
 import re
 import shutil
 import subprocess
@@ -98,17 +99,24 @@ def run_times(paths: list[Path]) -> dict[str, float]:
     return times
 
 
-def _outside_link(match: re.Match, in_notebooks: bool) -> str:
+def _outside_link(match: re.Match, folder: str) -> str:
+    """A link of a page that lives in ``folder`` of the repository: kept where the book has its target
+    at the same place (a lesson, an Urdu twin, a picture, a sibling page in docs/), else pointed at the
+    file in the repository."""
     text, target = match.group(1), match.group(2)
-    path = target.split("#")[0]
-    if re.fullmatch(r"\d\d_[a-z0-9_]+\.(ipynb|md)", path) or path.startswith("../images/"):
-        return match.group(0)  # another lesson, or a picture the book has: Sphinx resolves it
-    if in_notebooks and path.startswith("../"):
-        return f"[{text}]({REPO_URL}{target[3:]})"
-    return match.group(0)
+    path, _, anchor = target.partition("#")
+    resolved = posixpath.normpath(posixpath.join(folder, path))
+    in_book = (
+        resolved.startswith("images/")
+        or re.fullmatch(r"notebooks/(ur/)?\d\d_[a-z0-9_]+\.(ipynb|md)", resolved)
+        or (folder == "docs" and resolved.startswith("docs/"))
+    )
+    if in_book or resolved.startswith(".."):
+        return match.group(0)
+    return f"[{text}]({REPO_URL}{resolved}{'#' + anchor if anchor else ''})"
 
 
-def site_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+def site_notebook(nb: nbformat.NotebookNode, folder: str = "notebooks") -> nbformat.NotebookNode:
     """A copy of an executed lesson marked up for the site (the committed lessons are not changed)."""
     from lessonlib._meta import COLAB_INSTALL_CELL
 
@@ -117,7 +125,7 @@ def site_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         tags = cell.metadata.setdefault("tags", [])
         if cell.cell_type == "markdown":
             source = BADGE.sub(r"[\1](\2)", cell.source) if index == 0 else cell.source
-            cell.source = LINK.sub(lambda m: _outside_link(m, True), source)
+            cell.source = LINK.sub(lambda m: _outside_link(m, folder), source)
             if "solution" in tags:  # a written answer: folded as a dropdown the reader opens
                 cell.source = f"::::{{admonition}} Answer\n:class: dropdown\n\n{cell.source}\n::::"
         elif cell.source.strip() == COLAB_INSTALL_CELL.strip():
@@ -170,7 +178,7 @@ def stage(executed: Path, staging: Path) -> list[str]:
     pages = []
     for doc in sorted((ROOT / "docs").glob("*.md")):
         text = doc.read_text(encoding="utf-8")
-        text = LINK.sub(lambda m: _outside_link(m, False), text)
+        text = LINK.sub(lambda m: _outside_link(m, "docs"), text)
         (staging / doc.name).write_text(text, encoding="utf-8")
         pages.append(doc.stem)
     for name, path in zip(names, paths):
@@ -178,7 +186,7 @@ def stage(executed: Path, staging: Path) -> list[str]:
         nbformat.write(nb, staging / "notebooks" / f"{name}.ipynb")
     (staging / "notebooks" / "ur").mkdir()
     for name, path in zip(urdu, urdu_paths):
-        nb = site_notebook(nbformat.read(path, as_version=4))
+        nb = site_notebook(nbformat.read(path, as_version=4), "notebooks/ur")
         nbformat.write(nb, staging / "notebooks" / "ur" / f"{name}.ipynb")
     shutil.copytree(ROOT / "images", staging / "images", ignore=shutil.ignore_patterns("src"))
     stage_static(staging / "_static")

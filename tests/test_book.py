@@ -61,6 +61,17 @@ def test_site_marks_cells_on_a_copy_only():
     assert "hide-output" in site.cells[4].metadata.tags
     assert site.cells[5].metadata.tags == []
     assert nb.cells[2].metadata.tags == ["solution"] and "colab-badge" in nb.cells[0].source
+    urdu = site_build.site_notebook(nb, "notebooks/ur").cells[0].source  # one folder deeper
+    assert (
+        "(https://github.com/multimodal-networks/course/blob/main/notebooks/lessonlib/loss.py)"
+        in urdu
+    )
+    nb.cells[0].source = "[code](../../lessonlib/loss.py#top) [english](../00_welcome.ipynb)"
+    urdu = site_build.site_notebook(nb, "notebooks/ur").cells[0].source
+    assert urdu == (
+        "[code](https://github.com/multimodal-networks/course/blob/main/lessonlib/loss.py#top) "
+        "[english](../00_welcome.ipynb)"
+    )
 
 
 def test_stale_or_missing_executed_lessons_are_refused(tmp_path):
